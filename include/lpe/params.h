@@ -53,4 +53,20 @@ int lpe_param_bool(const lpe_params *p, const char *key);
 int lpe_param_count(const lpe_params *p, const char *key);
 double lpe_param_list(const lpe_params *p, const char *key, int i);
 
+/* Added by the runner's author (src/params.c): */
+/* Append more accepted keys (e.g. the runner's common `budget`); specs must outlive p. */
+void lpe_params_add_spec(lpe_params *p, const lpe_param_spec *spec);
+/* INI line where key was set (0: default or unset); whether the key has a value. */
+int lpe_param_line(const lpe_params *p, const char *key);
+int lpe_param_is_set(const lpe_params *p, const char *key);
+/* Text of the i-th value as written in the INI (or the default), trimmed, into buf. */
+const char *lpe_param_text(const lpe_params *p, const char *key, int i, char *buf, int n);
+/* Reduce a list key to its i-th value (the runner's sweeps hand each run single values). */
+void lpe_params_pick(lpe_params *p, const char *key, int i);
+/* "FILE:LINE: [section] key: <message>", exit 2: for checks only a method can make. */
+#if defined(__GNUC__)
+__attribute__((noreturn, format(printf, 3, 4)))
+#endif
+void lpe_params_fail(const lpe_params *p, const char *key, const char *fmt, ...);
+
 #endif
