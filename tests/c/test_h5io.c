@@ -1,4 +1,5 @@
 /* test_h5io.c: SHA-256 against FIPS 180-4 vectors; dataset/attribute round trips; atomic create. */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
