@@ -1,0 +1,339 @@
+/* cpu_backend.c: the CPU backend object: memory (size tables), tokens, forward outputs, walker
+ * state, and the lpe_backend function table. The math is in forward.c, backward.c, scores.c.
+ *
+ * Dimension legend: see cpu_internal.h (Bm max rows, B rows, k, D, Q3, F, V, L).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu_internal.h"
+#include "lpe/common.h"
+
+/* ---- size tables ------------------------------------------------------------------------- */
+
+typedef struct {
+    void **ptr;
+    size_t bytes;
+} slot;
+
+#define ALIGN 64
+static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
+
+/* Total bytes of a table; with base, also points every slot into it (empty slots -> NULL). */
+static size_t carve(slot *t, int n, char *base) {
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (base) *t[i].ptr = t[i].bytes ? base + off : NULL;
+        off += round_up(t[i].bytes);
+    }
+    return off;
+}
+
+#define ADD(p, count) (t[n++] = (slot){(void **)&(p), (size_t)(count) * sizeof *(p)})
+
+/* The batch lifetime class. c->{L..Bm} and keep must be set. */
+static int batch_table(slot *t, cpu_impl *c, int attn_only) {
+    int n = 0;
+    size_t Nm = (size_t)c->Bm * c->k, Bm = c->Bm, k = c->k, D = c->D, F = c->F;
+    int Lf = c->L - 1, keep = c->keep;
+    size_t nX = keep ? (size_t)c->L : (c->L > 1 ? 2 : 1);
+    size_t nL = keep ? (size_t)c->L : 1;
+    size_t nF = keep ? (size_t)Lf : (Lf > 0 ? 1 : 0);
+    size_t nM = attn_only ? 0 : nF;
+    size_t Grows = attn_only ? 0 : (Lf > 0 ? Nm : Bm);
+    ADD(c->tok, Bm * k);
+    ADD(c->X, nX * Nm * D);
+    ADD(c->mu1, nL * Nm);
+    ADD(c->rs1, nL * Nm);
+    ADD(c->QKV, nL * Nm * c->Q3);
+    ADD(c->P, nF * Bm * c->H * k * k);
+    ADD(c->Z, nF * Nm * c->HD);
+    ADD(c->XM, nM * Nm * D);
+    ADD(c->mu2, nM * Nm);
+    ADD(c->rs2, nM * Nm);
+    ADD(c->HP, nM * Nm * F);
+    ADD(c->Pl, Bm * c->H * k);
+    ADD(c->Zl, Bm * c->HD);
+    ADD(c->XMl, Bm * D);
+    ADD(c->mu2l, Bm);
+    ADD(c->rs2l, Bm);
+    ADD(c->HPl, attn_only ? 0 : Bm * F);
+    ADD(c->XF, Bm * D);
+    ADD(c->muf, Bm);
+    ADD(c->rsf, Bm);
+    ADD(c->ACT, Bm * D);
+    ADD(c->LOG, Bm * c->V);
+    ADD(c->A, Nm * D);
+    ADD(c->G, Grows * F);
+    size_t g = keep ? 1 : 0;
+    ADD(c->grad, g * Nm * D);
+    ADD(c->dXM, g * Nm * D);
+    ADD(c->dA, g * Nm * D);
+    ADD(c->dG, g * Grows * F);
+    ADD(c->dQKV, g * Nm * c->Q3);
+    ADD(c->dZ, g * Nm * c->HD);
+    ADD(c->sc_W, g * CPU_SCORE_TILE * D);
+    ADD(c->sc_A, g * Bm * D);
+    ADD(c->sc_C, g * Bm * CPU_SCORE_TILE);
+    ADD(c->sc_rows, g * Bm);
+    return n;
+}
+
+static int state_table(slot *t, cpu_impl *c, int with_state) {
+    int n = 0;
+    size_t s = with_state ? 1 : 0, g = with_state && c->keep ? 1 : 0;
+    ADD(c->stok, s * c->Bm * c->k);
+    ADD(c->sgrad, g * c->Bm * c->k * c->D);
+    return n;
+}
+
+static int weight_table(slot *t, cpu_impl *c) {
+    int n = 0;
+    ADD(c->Wqkv, (size_t)c->L * c->D * c->Q3);
+    ADD(c->bqkv, (size_t)c->L * c->Q3);
+    return n;
+}
+
+static void set_dims(cpu_impl *c, const lpe_model_config *cfg, int Bm, int k, int flags) {
+    c->L = cfg->n_layers;
+    c->D = cfg->d_model;
+    c->H = cfg->n_heads;
+    c->Dh = cfg->d_head;
+    c->HD = c->H * c->Dh;
+    c->Q3 = 3 * c->HD;
+    c->F = cfg->attn_only ? 0 : cfg->d_mlp;
+    c->V = cfg->d_vocab;
+    c->k = k;
+    c->Bm = Bm;
+    c->keep = (flags & LPE_BE_GRAD) != 0;
+}
+
+size_t cpu_batch_bytes(const lpe_model_config *cfg, int Bm, int k, int flags) {
+    cpu_impl c = {0};
+    slot t[64];
+    set_dims(&c, cfg, Bm, k, flags);
+    return carve(t, batch_table(t, &c, cfg->attn_only), NULL) +
+           carve(t, state_table(t, &c, (flags & LPE_BE_STATE) != 0), NULL);
+}
+
+static void *alloc_table(slot *t, int n) {
+    size_t bytes = carve(t, n, NULL);
+    char *base = bytes ? lpe_alloc_aligned(bytes) : NULL;
+    carve(t, n, base);
+    return base;
+}
+
+/* ---- operations -------------------------------------------------------------------------- */
+
+static cpu_impl *impl(lpe_backend *be) { return (cpu_impl *)be->impl; }
+
+static void check_rows(const cpu_impl *c, int B, const char *op) {
+    if (B < 1 || B > c->Bm)
+        lpe_fail("cpu backend %s: %d rows requested, the backend holds 1..%d", op, B, c->Bm);
+}
+
+static void check_tokens(const cpu_impl *c, const int32_t *tokens, int B, const char *what) {
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < c->k; i++) {
+            int32_t v = tokens[(size_t)b * c->k + i];
+            if (v < 0 || v >= c->V)
+                lpe_fail_input("%s: token id %d at row %d, position %d is outside the vocabulary "
+                               "[0, %d)",
+                               what, (int)v, b, i, c->V);
+        }
+}
+
+static void op_load_tokens(lpe_backend *be, const int32_t *tokens, int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "load_tokens");
+    check_tokens(c, tokens, B, "input tokens");
+    memcpy(c->tok, tokens, (size_t)B * c->k * sizeof *c->tok);
+}
+
+static void op_sample_tokens(lpe_backend *be, const lpe_dist *d, uint64_t seed, uint32_t stream,
+                             uint64_t first, int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "sample_tokens");
+    if (d->k != c->k)
+        lpe_fail_input("distribution '%s' has %d positions, the backend was made for k = %d",
+                       d->name, d->k, c->k);
+    if (d->d_vocab != c->V)
+        lpe_fail_input("distribution '%s' was checked against a vocabulary of %d, the model has %d",
+                       d->name, d->d_vocab, c->V);
+    lpe_dist_sample(c->tok, d, seed, stream, first, B);
+}
+
+static void op_get_tokens(lpe_backend *be, int32_t *tokens, int which, int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "get_tokens");
+    if (which == LPE_BUF_STATE && !c->stok) lpe_fail("cpu backend: no walker state (LPE_BE_STATE)");
+    memcpy(tokens, which == LPE_BUF_STATE ? c->stok : c->tok, (size_t)B * c->k * sizeof *tokens);
+}
+
+static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets, int B,
+                       int want_grad) {
+    cpu_impl *c = impl(be);
+    int V = c->V;
+    check_rows(c, B, "forward");
+    if (want_grad && !c->keep) lpe_fail("cpu backend: gradient asked of a backend made without LPE_BE_GRAD");
+    if ((want_grad || (out && out->target_logit)) && !targets)
+        lpe_fail("cpu backend forward: target logit or gradient asked without targets");
+    if (targets)
+        for (int b = 0; b < B; b++)
+            if (targets[b] < 0 || targets[b] >= V)
+                lpe_fail_input("target token %d (row %d) is outside the vocabulary [0, %d)",
+                               (int)targets[b], b, V);
+    c->grad_valid = 0;
+    cpu_forward(c, B);
+    c->B_last = B;
+    int bad_row = -1;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        const float *lg = c->LOG + (size_t)b * V; /* [V] */
+        int am = 0, finite = 1;
+        float mx = lg[0];
+        for (int v = 0; v < V; v++) { /* strict '>' keeps the lowest index on ties */
+            if (!isfinite(lg[v])) finite = 0;
+            if (lg[v] > mx) {
+                mx = lg[v];
+                am = v;
+            }
+        }
+        if (!finite) {
+#pragma omp critical
+            if (bad_row < 0 || b < bad_row) bad_row = b;
+        }
+        if (out && out->argmax) out->argmax[b] = am;
+        if (out && out->max_logit) out->max_logit[b] = mx;
+        if (out && out->target_logit) out->target_logit[b] = lg[targets[b]];
+    }
+    if (bad_row >= 0)
+        lpe_fail("forward: the logits of batch row %d are not finite (NaN or inf in the model's "
+                 "activations)",
+                 bad_row);
+    if (out && out->act) memcpy(out->act, c->ACT, (size_t)B * c->D * sizeof *out->act);
+    if (want_grad) {
+        cpu_backward(c, targets, B);
+        c->grad_valid = 1;
+    }
+}
+
+static void op_commit_state(lpe_backend *be, const uint8_t *accept, int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "commit_state");
+    if (!c->stok) lpe_fail("cpu backend: commit_state without walker state (LPE_BE_STATE)");
+    size_t kD = (size_t)c->k * c->D;
+    int with_grad = c->sgrad && c->grad_valid;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        if (!accept[b]) continue;
+        memcpy(c->stok + (size_t)b * c->k, c->tok + (size_t)b * c->k, c->k * sizeof *c->tok);
+        if (with_grad) memcpy(c->sgrad + b * kD, c->grad + b * kD, kD * sizeof *c->grad);
+    }
+}
+
+static void op_load_state(lpe_backend *be, const int32_t *tokens, int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "load_state");
+    if (!c->stok) lpe_fail("cpu backend: load_state without walker state (LPE_BE_STATE)");
+    check_tokens(c, tokens, B, "walker-state tokens");
+    memcpy(c->stok, tokens, (size_t)B * c->k * sizeof *c->stok);
+}
+
+static void op_get_logits(lpe_backend *be, float *logits, int B) {
+    cpu_impl *c = impl(be);
+    LPE_ASSERT(B >= 1 && B <= c->B_last);
+    memcpy(logits, c->LOG, (size_t)B * c->V * sizeof *logits);
+}
+
+static void op_get_grad(lpe_backend *be, float *grad, int which, int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "get_grad");
+    const float *src = which == LPE_BUF_STATE ? c->sgrad : c->grad;
+    if (!src) lpe_fail("cpu backend: no gradient buffer for get_grad");
+    memcpy(grad, src, (size_t)B * c->k * c->D * sizeof *grad);
+}
+
+static void op_destroy(lpe_backend *be) {
+    cpu_impl *c = impl(be);
+    lpe_free_aligned(c->wmem);
+    lpe_free_aligned(c->bmem);
+    lpe_free_aligned(c->smem);
+    free(c);
+    free(be);
+}
+
+/* ---- creation ---------------------------------------------------------------------------- */
+
+static void repack_qkv(cpu_impl *c) {
+    int D = c->D, H = c->H, Dh = c->Dh, Q3 = c->Q3;
+    /* 1/sqrt(Dh) folded into q: scores become plain dot products */
+    float qscale = (float)(1.0 / sqrt((double)Dh));
+    for (int l = 0; l < c->L; l++) {
+        const lpe_layer *w = &c->m->layers[l];
+        const float *Ws[3] = {w->W_Q, w->W_K, w->W_V}; /* [H, D, Dh] each */
+        const float *bs[3] = {w->b_Q, w->b_K, w->b_V}; /* [H, Dh] each */
+        float *W = c->Wqkv + (size_t)l * D * Q3;        /* [D, Q3] */
+        float *bq = c->bqkv + (size_t)l * Q3;           /* [Q3] */
+        for (int p = 0; p < 3; p++) {
+            float s = p == 0 ? qscale : 1.0f;
+            for (int h = 0; h < H; h++)
+                for (int e = 0; e < Dh; e++) {
+                    int col = (p * H + h) * Dh + e;
+                    bq[col] = s * bs[p][h * Dh + e];
+                    for (int dd = 0; dd < D; dd++)
+                        W[(size_t)dd * Q3 + col] = s * Ws[p][((size_t)h * D + dd) * Dh + e];
+                }
+        }
+    }
+}
+
+lpe_backend *lpe_cpu_backend_create(const lpe_model *m, int max_batch, int k, int flags) {
+    const lpe_model_config *cfg = &m->cfg;
+    if (max_batch < 1) lpe_fail_input("cpu backend: batch size %d must be at least 1", max_batch);
+    if (k < 1 || k > cfg->n_ctx)
+        lpe_fail_input("cpu backend: sequence length %d must be in 1..n_ctx = %d", k, cfg->n_ctx);
+    cpu_impl *c = lpe_calloc(1, sizeof *c);
+    c->m = m;
+    set_dims(c, cfg, max_batch, k, flags);
+    slot t[64];
+    c->wmem = alloc_table(t, weight_table(t, c));
+    c->bmem = alloc_table(t, batch_table(t, c, cfg->attn_only));
+    c->smem = alloc_table(t, state_table(t, c, (flags & LPE_BE_STATE) != 0));
+    repack_qkv(c);
+
+    lpe_backend *be = lpe_calloc(1, sizeof *be);
+    be->name = "cpu";
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    char ver[64] = "?";
+    sscanf(openblas_get_config(), "OpenBLAS %63s", ver);
+    snprintf(be->device, sizeof be->device, "CPU: %d OpenMP thread%s, OpenBLAS %s (%s kernels)",
+             threads, threads == 1 ? "" : "s", ver, openblas_get_corename());
+    be->model = m;
+    be->max_batch = max_batch;
+    be->k = k;
+    be->with_grad = c->keep;
+    be->with_state = (flags & LPE_BE_STATE) != 0;
+    be->impl = c;
+    be->destroy = op_destroy;
+    be->load_tokens = op_load_tokens;
+    be->sample_tokens = op_sample_tokens;
+    be->get_tokens = op_get_tokens;
+    be->forward = op_forward;
+    be->scores_at = cpu_scores_at;
+    be->scores_sum = cpu_scores_sum;
+    be->commit_state = op_commit_state;
+    be->load_state = op_load_state;
+    be->get_logits = op_get_logits;
+    be->get_grad = op_get_grad;
+    return be;
+}

@@ -1,0 +1,119 @@
+/* cpu_internal.h: the CPU backend's private state and the kernels its files share.
+ *
+ * Dimension legend: L = n_layers, D = d_model, H = n_heads, Dh = d_head, HD = H*Dh,
+ *   Q3 = 3*HD (one row of q|k|v), F = d_mlp, V = d_vocab, k = positions,
+ *   Bm = max_batch, B = rows of the current batch, N = B*k (Nm = Bm*k) token rows,
+ *   Lf = L - 1 full blocks (every position); the last block is pruned to the last position.
+ *
+ * Memory, one allocation per lifetime class, each carved from a size table (cpu_backend.c):
+ *   weights  the q|k|v projection repacked as one [D, Q3] matrix per layer (the rest is used in
+ *            place from the model);
+ *   batch    tokens, activations kept for the backward, the gradient and all scratch, sized
+ *            for Bm rows;
+ *   state    the walker-state tokens and gradient (LPE_BE_STATE).
+ * Without LPE_BE_GRAD only one layer's worth of activations is kept (slots are reused).
+ */
+#ifndef LPE_CPU_INTERNAL_H
+#define LPE_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lpe/backend.h"
+
+/* Support rows of W_E gathered per product in the score operations. */
+#define CPU_SCORE_TILE 512
+
+typedef struct {
+    const lpe_model *m;
+    int L, D, H, Dh, HD, Q3, F, V, k, Bm;
+    int keep; /* activations of every layer kept (LPE_BE_GRAD) */
+
+    /* weights (lifetime: backend) */
+    void *wmem;
+    float *Wqkv; /* [L, D, Q3]: column (c*H + h)*Dh + e is W_{Q,K,V}[h][:, e]; Q scaled 1/sqrt(Dh) */
+    float *bqkv; /* [L, Q3] */
+
+    /* batch (lifetime: backend; contents: one batch) */
+    void *bmem;
+    int32_t *tok;    /* [Bm, k] */
+    float *X;        /* [L or 2, Nm, D] residual stream entering each block (X[0] = r0) */
+    float *mu1, *rs1;/* [L or 1, Nm] LN1 mean and 1/std */
+    float *QKV;      /* [L or 1, Nm, Q3] (last block: q only on the last row of each sequence) */
+    float *P;        /* [Lf or 1, Bm, H, k, k] attention probabilities of the full blocks */
+    float *Z;        /* [Lf or 1, Nm, HD] attention output per head, before W_O */
+    float *XM;       /* [Lf or 1, Nm, D] residual after attention (LN2 input) */
+    float *mu2, *rs2;/* [Lf or 1, Nm] */
+    float *HP;       /* [Lf or 1, Nm, F] MLP pre-activation */
+    float *Pl;       /* [Bm, H, k] last block: attention of the last query */
+    float *Zl;       /* [Bm, HD] */
+    float *XMl;      /* [Bm, D] */
+    float *mu2l, *rs2l; /* [Bm] */
+    float *HPl;      /* [Bm, F] */
+    float *XF;       /* [Bm, D] residual after the last block (final LN input) */
+    float *muf, *rsf;/* [Bm] */
+    float *ACT;      /* [Bm, D] final LN output */
+    float *LOG;      /* [Bm, V] logits at the last position */
+    float *A;        /* [Nm, D] scratch: a LayerNorm output */
+    float *G;        /* [Nm or Bm, F] scratch: MLP activation output */
+    float *grad;     /* [Bm, k, D] ds/dr0 (LPE_BE_GRAD); also the running dX of the backward */
+    float *dXM;      /* [Nm, D] */
+    float *dA;       /* [Nm, D] */
+    float *dG;       /* [Nm or Bm, F] */
+    float *dQKV;     /* [Nm, Q3] */
+    float *dZ;       /* [Nm, HD] */
+    float *sc_W;     /* [CPU_SCORE_TILE, D] gathered support rows of W_E */
+    float *sc_A;     /* [Bm, D] gathered gradient rows (scores) */
+    float *sc_C;     /* [Bm, CPU_SCORE_TILE] product tile */
+    int32_t *sc_rows;/* [Bm] row order grouped by factor */
+    int B_last;      /* rows of the last forward */
+    int grad_valid;  /* the last forward kept its gradient */
+
+    /* walker state (LPE_BE_STATE) */
+    void *smem;
+    int32_t *stok;   /* [Bm, k] */
+    float *sgrad;    /* [Bm, k, D] (with LPE_BE_GRAD) */
+} cpu_impl;
+
+/* Bytes of the batch and state allocations for a config (batch_for_budget and create agree). */
+size_t cpu_batch_bytes(const lpe_model_config *c, int Bm, int k, int flags);
+
+/* forward.c / backward.c */
+void cpu_forward(cpu_impl *c, int B);
+void cpu_backward(cpu_impl *c, const int32_t *targets, int B);
+
+/* scores.c: the backend's scores_at and scores_sum (backend.h) */
+void cpu_scores_at(lpe_backend *be, float *out, int ld, const lpe_dist *d, const int32_t *pos,
+                   int which, int B);
+void cpu_scores_sum(lpe_backend *be, double *out, const lpe_dist *d, const int32_t *group_off,
+                    int n_groups);
+
+/* kernels.c: row-major products and the elementwise pieces.
+ * C[M, N] (ldc) = A[M, K] (lda) @ op(B) + beta * C, op(B) = B [K, N] (ldb) or B^T (B [N, K]). */
+void cpu_gemm(float *C, int ldc, const float *A, int lda, const float *Bm, int ldb, int M, int N,
+              int K, int transB, float beta);
+/* out[r, :] = bias (or 0 when bias is NULL) + (add ? add[r, :] : 0); rows with strides. */
+void cpu_rows_init(float *out, int ldo, const float *add, int lda, const float *bias, int M, int N);
+/* y = LN(x) * w + b per row; statistics in float64, kept in mu, rs (1/std). */
+void cpu_ln_fwd(float *y, int ldy, float *mu, float *rs, const float *x, int ldx, const float *w,
+                const float *b, int M, int D, double eps);
+/* dx (ldx) = resid (ldr; NULL = 0) + d LN / dx applied to dy. dx may alias resid. */
+void cpu_ln_bwd(float *dx, int ldx, const float *resid, int ldr, const float *dy, int ldy,
+                const float *x, int ldxin, const float *mu, const float *rs, const float *w, int M,
+                int D);
+/* y = act(h) elementwise over n values. */
+void cpu_act_fwd(float *y, const float *h, size_t n, int act);
+/* dh = dy * act'(h), in place on dy. */
+void cpu_act_bwd(float *dy, const float *h, size_t n, int act);
+
+/* attention.c: causal attention over the packed q|k|v rows [B, k, Q3] (head h: columns h*Dh). */
+void cpu_attn_fwd_full(float *Z, float *P, const float *QKV, int B, int k, int H, int Dh);
+void cpu_attn_fwd_last(float *Zl, float *Pl, const float *QKV, int B, int k, int H, int Dh);
+/* dQKV [B, k, Q3] from dZ [B, k, HD] (full) or dZl [B, HD] (last query only; the q part of the
+ * other rows is left untouched). */
+void cpu_attn_bwd_full(float *dQKV, const float *dZ, const float *P, const float *QKV, int B,
+                       int k, int H, int Dh);
+void cpu_attn_bwd_last(float *dQKV, const float *dZl, const float *Pl, const float *QKV, int B,
+                       int k, int H, int Dh);
+
+#endif
