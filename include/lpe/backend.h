@@ -71,6 +71,11 @@ struct lpe_backend {
     void (*commit_state)(lpe_backend *be, const uint8_t *accept, int B);
     /* walker state tokens from the host (initialisation) */
     void (*load_state)(lpe_backend *be, const int32_t *tokens, int B);
+    /* Optional (NULL when a backend lacks them; for tests, `lpe forward` and debugging, never
+     * in inner loops): the last forward's full logits [B, V], and the gradient ds/dr0 [B, k, D]
+     * of the batch or walker state (which) to the host. */
+    void (*get_logits)(lpe_backend *be, float *logits, int B);
+    void (*get_grad)(lpe_backend *be, float *grad, int which, int B);
 };
 
 enum { LPE_BE_GRAD = 1, LPE_BE_STATE = 2 };
