@@ -166,7 +166,7 @@ static void add_specs(lpe_params *p, const lpe_param_spec *spec) {
         lpe_param_value *v = &p->val[p->n];
         memset(v, 0, sizeof *v);
         v->key = s->key;
-        if (s->def) {
+        if (s->def && (s->def[0] || s->type == LPE_P_STRING)) {
             char err[512];
             if (parse_value(v, s, s->def, err, sizeof err))
                 lpe_fail("internal: bad default for [%s] %s: %s", p->section, s->key, err);
@@ -210,7 +210,7 @@ void lpe_params_set(lpe_params *p, const char *key, const char *value, int line)
 
 void lpe_params_check_complete(const lpe_params *p) {
     for (int i = 0; i < p->n; i++)
-        if (p->val[i].n == 0)
+        if (p->val[i].n == 0 && !p->spec[i]->def)
             lpe_fail_input("%s: [%s]: required key '%s' is missing (%s)", p->file, p->section,
                            p->spec[i]->key, p->spec[i]->help ? p->spec[i]->help : "no default");
 }

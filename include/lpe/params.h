@@ -12,7 +12,7 @@ typedef enum { LPE_P_INT, LPE_P_DOUBLE, LPE_P_STRING, LPE_P_BOOL } lpe_param_typ
 typedef struct {
     const char *key;
     lpe_param_type type;
-    const char *def;   /* default as text (NULL: required) */
+    const char *def;   /* default as text (NULL: required; "" for a number: optional, unset) */
     double min, max;   /* inclusive range for numbers (min > max: unchecked) */
     int list;          /* 1: a comma-separated list is allowed */
     const char *help;

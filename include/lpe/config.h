@@ -1,0 +1,75 @@
+/* config.h: an experiment's INI file -> typed structs, every key checked, with its line.
+ *
+ * Dimension legend: NN = number of distributions to run, NM = number of [method NAME] sections,
+ *   TL = number of explicit targets ([targets] list).
+ *
+ * The INI format is documented atop src/config.c (and in docs/). Loading checks everything that
+ * can be checked without the model's weights: sections, keys, values, that the files exist, that
+ * the named distributions are in the distribution file and that each method is registered.
+ * Checks that need the model (target ids against d_vocab) are made by the runner, which reports
+ * them with the line kept here (list_line).
+ */
+#ifndef LPE_CONFIG_H
+#define LPE_CONFIG_H
+
+#include <stdint.h>
+
+#include "lpe/estimator.h"
+#include "lpe/params.h"
+
+enum { LPE_TRUTH_FILE = 0, LPE_TRUTH_EXACT = 1, LPE_TRUTH_NONE = 2 };
+
+#define LPE_PATH_MAX 1024
+#define LPE_NAME_MAX 256
+
+typedef struct {
+    char name[128];           /* NAME of [method NAME]: the estimator's name */
+    const lpe_estimator *est; /* from the registry */
+    lpe_params params;        /* the estimator's keys + the common `budget` */
+    int line;                 /* line of the section header */
+} lpe_method_cfg;
+
+typedef struct {
+    char ini_path[LPE_PATH_MAX]; /* as given */
+    char ini_dir[LPE_PATH_MAX];  /* directory relative paths in the file are resolved against */
+    char *text;                  /* the INI text, verbatim (recorded in the results) */
+    lpe_params exp, tgt;         /* [experiment] and [targets] as parsed (values with lines) */
+
+    /* [experiment], resolved */
+    char model[LPE_PATH_MAX];
+    char dists[LPE_PATH_MAX];
+    int n_names;                  /* NN */
+    char (*names)[LPE_NAME_MAX];  /* [NN] distribution groups to run, in order */
+    int truth_kind;               /* LPE_TRUTH_* */
+    char truth[LPE_PATH_MAX];     /* truth file pattern ({dist} substituted per distribution) */
+    char output[LPE_PATH_MAX];    /* results file */
+    uint64_t seed;
+    char backend[16];             /* cpu | cuda | auto */
+    long long batch;              /* rows per backend call; 0: from memory_gb */
+    double memory_gb;
+
+    /* [targets] */
+    int count;                    /* per distribution (when no list) */
+    double p_min, p_max;
+    int n_list;                   /* TL; 0: choose at random */
+    int32_t *list;                /* [TL] explicit targets, as written (sorted by the runner) */
+    int list_line;                /* INI line of `list` (for errors found later) */
+    uint64_t target_seed;
+
+    int n_methods;                /* NM */
+    lpe_method_cfg *methods;      /* [NM] in file order */
+
+    /* storage the params keep pointers into: the common budget key */
+    lpe_param_spec budget_spec[2];
+    char budget_def[64];
+} lpe_config;
+
+/* Parse and check `path`. output_override (may be NULL): --output, relative to the current
+ * directory. Exit 2 with "FILE:LINE: ..." on any problem. */
+void lpe_config_load(lpe_config *c, const char *path, const char *output_override);
+void lpe_config_free(lpe_config *c);
+
+/* The truth file of distribution `name` (the pattern with {dist} substituted). */
+void lpe_config_truth_path(char *out, int n, const lpe_config *c, const char *name);
+
+#endif
