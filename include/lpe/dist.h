@@ -38,7 +38,8 @@ typedef struct {
 
 /* Load /{name} from an HDF5 distribution file and validate it against a vocabulary of size
  * d_vocab: negative, NaN, empty, duplicate or out-of-vocabulary entries exit 2 naming the file,
- * group and dataset. Probabilities are normalised per factor. */
+ * group and dataset. Probabilities are normalised per factor. d_vocab <= 0: no model at hand
+ * (e.g. `lpe dist show`): tokens need only lie in [0, 2^24) and d->d_vocab = max token + 1. */
 void lpe_dist_load(lpe_dist *d, const char *path, const char *name, int d_vocab);
 /* Names of the groups in a distribution file (caller frees each and the array). */
 char **lpe_dist_names(const char *path, int *n_out);
