@@ -26,7 +26,8 @@
  *   seed = 1                          ; target selection seed (default: the experiment's)
  *
  *   [method naive]                    ; one section per method; NAME is a registered estimator
- *   budget = 65536                    ; model calls per target (default: [experiment] budget)
+ *   budget = 65536                    ; model calls per target (default: [experiment] budget;
+ *                                     ; a list sweeps budgets)
  *   temperature = 0.45, 1.0           ; a list where the method allows one: a sweep, one run
  *                                     ; per value, stored as /{dist}/{method}@{key}={value}
  *
@@ -479,8 +480,9 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
     char btext[64] = "";
     lpe_param_text(&c->exp, "budget", 0, btext, sizeof btext);
     snprintf(c->budget_def, sizeof c->budget_def, "%s", btext);
+    /* a list of budgets is a sweep like any other (convergence studies) */
     c->budget_spec[0] = (lpe_param_spec){"budget", LPE_P_INT, btext[0] ? c->budget_def : NULL, 1,
-                                         9007199254740992.0, 0,
+                                         9007199254740992.0, 1,
                                          "model calls per target (or [experiment] budget)"};
     c->budget_spec[1] = (lpe_param_spec){NULL};
     c->methods = lpe_calloc((size_t)c->n_methods, sizeof *c->methods);
