@@ -1,11 +1,282 @@
-/* cmd_truth.c: placeholder until its issue lands. */
+/* cmd_truth.c: `lpe truth`: ground truth by sampling (shards, checkpoint and resume) or exact
+ * enumeration, and `lpe truth merge` of shards. The work is in truth.c; this file is the
+ * command line, the checkpoint policy and the order of checks (every input problem is found
+ * before any long computation, and nothing is written before the result is complete). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "lpe/backend.h"
 #include "lpe/cmd.h"
+#include "lpe/common.h"
+#include "lpe/dist.h"
+#include "lpe/model.h"
+#include "lpe/truth.h"
+
+static const char *usage_text =
+    "usage: lpe truth --model M.h5 --dist F.h5 --name NAME --out OUT.h5\n"
+    "                 (--samples N [--shard i/N] [--seed S] | --exact [--exact-limit L])\n"
+    "                 [--force] [--backend cpu|cuda|auto] [--batch B] [--checkpoint-seconds T]\n"
+    "       lpe truth merge OUT.h5 SHARD.h5 SHARD.h5 ... [--force]\n"
+    "\n"
+    "Ground truth for a (model, distribution) pair (SPEC 5): the argmax counts of the model over\n"
+    "numbered samples of the distribution, or (--exact) the exact probability of every token\n"
+    "by enumerating all inputs. Output: a ground-truth HDF5 file (SPEC 8), written atomically.\n"
+    "\n"
+    "  --model M.h5          model file\n"
+    "  --dist F.h5           distribution file; --name picks the group\n"
+    "  --out OUT.h5          output (never overwritten unless --force)\n"
+    "  --samples N           number of samples (an integer, 1e9 or 2^32)\n"
+    "  --shard i/N           only shard i (0 <= i < N) of the N samples: a contiguous range of\n"
+    "                        sample numbers; the counts of all shards add up exactly to the\n"
+    "                        unsharded run (combine them with `lpe truth merge`)\n"
+    "  --seed S              seed of the samples (default 0; sample n depends only on S and n)\n"
+    "  --exact               enumerate every input (at most --exact-limit, default 2^24)\n"
+    "  --backend NAME        cpu, cuda or auto (default auto)\n"
+    "  --batch B             rows per backend call (default 1024)\n"
+    "  --checkpoint-seconds T  save counts to OUT.h5.ckpt every T seconds (default 30);\n"
+    "                        rerunning the same command resumes from it\n"
+    "  --force               overwrite OUT.h5\n"
+    "\n"
+    "exit codes: 0 success, 1 failure at run time, 2 bad usage or input\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "lpe truth: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(lpe truth --help for usage)\n");
+    return LPE_EXIT_INPUT;
+}
+
+/* "123", "1e9", "2^32" -> exact integer (exit 2 otherwise) */
+static uint64_t parse_count(const char *s, const char *what) {
+    const char *caret = strchr(s, '^');
+    if (caret) {
+        char head[32];
+        snprintf(head, sizeof head, "%.*s", (int)(caret - s < 31 ? caret - s : 31), s);
+        long long base = lpe_parse_ll(head, what);
+        long long e = lpe_parse_ll(caret + 1, what);
+        if (base < 1 || e < 0) lpe_fail_input("%s: expected a positive count, got '%s'", what, s);
+        uint64_t v = 1;
+        for (long long i = 0; i < e; i++) {
+            if (v > (uint64_t)INT64_MAX / (uint64_t)base)
+                lpe_fail_input("%s: '%s' is too large (at most 2^63 - 1)", what, s);
+            v *= (uint64_t)base;
+        }
+        return v;
+    }
+    if (strpbrk(s, "eE.")) {
+        double d = lpe_parse_double(s, what);
+        if (!(d >= 0 && d < 9.2e18) || d != (double)(uint64_t)d)
+            lpe_fail_input("%s: expected a whole number of samples, got '%s'", what, s);
+        return (uint64_t)d;
+    }
+    long long v = lpe_parse_ll(s, what);
+    if (v < 0) lpe_fail_input("%s: expected a count >= 0, got '%s'", what, s);
+    return (uint64_t)v;
+}
+
+/* ---- merge ------------------------------------------------------------------------------- */
+
+static int cmd_merge(int argc, char **argv) {
+    const char *out = NULL;
+    const char **in = lpe_calloc((size_t)argc, sizeof(char *));
+    int n_in = 0, force = 0;
+    for (int a = 1; a < argc; a++) {
+        if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(argv[a], "--force")) {
+            force = 1;
+        } else if (argv[a][0] == '-') {
+            return usage_error("merge: unknown option '%s'", argv[a]);
+        } else if (!out) {
+            out = argv[a];
+        } else {
+            in[n_in++] = argv[a];
+        }
+    }
+    if (!out || n_in < 1) return usage_error("merge: expected OUT.h5 and at least one shard%s", "");
+    if (!force && access(out, F_OK) == 0)
+        lpe_fail_input("%s exists (use --force to overwrite)", out);
+    lpe_truth *parts = lpe_calloc((size_t)n_in, sizeof(lpe_truth));
+    for (int i = 0; i < n_in; i++) lpe_truth_read(&parts[i], in[i]);
+    lpe_truth merged;
+    lpe_truth_merge(&merged, parts, in, n_in);
+    lpe_truth_write(&merged, out, force);
+    printf("merged %d files: %llu samples in %d range%s -> %s\n", n_in,
+           (unsigned long long)merged.n_samples, merged.n_ranges, merged.n_ranges == 1 ? "" : "s", out);
+    for (int i = 0; i < n_in; i++) lpe_truth_free(&parts[i]);
+    lpe_truth_free(&merged);
+    free(parts);
+    free(in);
+    return 0;
+}
+
+/* ---- checkpointing ----------------------------------------------------------------------- */
+
+typedef struct {
+    const char *path;
+    lpe_truth t; /* header of the run (sha, seed, ...); counts and ranges set per write */
+    uint64_t first, end;
+} ckpt_ctx;
+
+static void save_ckpt(void *ctx, const uint64_t *counts, uint64_t next) {
+    ckpt_ctx *c = ctx;
+    uint64_t range[2] = {c->first, next};
+    c->t.counts = (uint64_t *)counts;
+    c->t.ranges = range;
+    c->t.n_ranges = 1;
+    c->t.n_samples = next - c->first;
+    lpe_truth_ckpt_write(c->path, &c->t, c->end);
+    c->t.counts = NULL;
+    c->t.ranges = NULL;
+}
+
+/* ---- main -------------------------------------------------------------------------------- */
 
 int lpe_cmd_truth(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "lpe truth: not implemented yet\n");
-    return 1;
+    if (argc >= 2 && !strcmp(argv[1], "merge")) return cmd_merge(argc - 1, argv + 1);
+    const char *model_path = NULL, *dist_path = NULL, *name = NULL, *out = NULL, *shard = NULL;
+    const char *backend = "auto";
+    uint64_t n_samples = 0, seed = 0, exact_limit = LPE_TRUTH_EXACT_LIMIT;
+    int have_samples = 0, exact = 0, force = 0, batch = 1024;
+    double ckpt_s = 30;
+    for (int a = 1; a < argc; a++) {
+        const char *o = argv[a];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        if (!strcmp(o, "--exact")) { exact = 1; continue; }
+        if (!strcmp(o, "--force")) { force = 1; continue; }
+        if (o[0] != '-') return usage_error("unexpected argument '%s'", o);
+        if (a + 1 >= argc) return usage_error("option %s needs a value", o);
+        const char *v = argv[++a];
+        if (!strcmp(o, "--model")) model_path = v;
+        else if (!strcmp(o, "--dist")) dist_path = v;
+        else if (!strcmp(o, "--name")) name = v;
+        else if (!strcmp(o, "--out")) out = v;
+        else if (!strcmp(o, "--shard")) shard = v;
+        else if (!strcmp(o, "--backend")) backend = v;
+        else if (!strcmp(o, "--samples")) { n_samples = parse_count(v, "--samples"); have_samples = 1; }
+        else if (!strcmp(o, "--seed")) {
+            long long s = lpe_parse_ll(v, "--seed");
+            if (s < 0) lpe_fail_input("--seed: expected an integer in [0, 2^63), got '%s'", v);
+            seed = (uint64_t)s;
+        }
+        else if (!strcmp(o, "--exact-limit")) exact_limit = parse_count(v, "--exact-limit");
+        else if (!strcmp(o, "--batch")) {
+            long long b = lpe_parse_ll(v, "--batch");
+            if (b < 1 || b > (1 << 20)) lpe_fail_input("--batch: expected 1 .. 2^20, got '%s'", v);
+            batch = (int)b;
+        }
+        else if (!strcmp(o, "--checkpoint-seconds")) {
+            ckpt_s = lpe_parse_double(v, "--checkpoint-seconds");
+            if (!(ckpt_s >= 0)) lpe_fail_input("--checkpoint-seconds: expected a number >= 0, got '%s'", v);
+        }
+        else return usage_error("unknown option '%s'", o);
+    }
+    if (!model_path) return usage_error("--model is required%s", "");
+    if (!dist_path) return usage_error("--dist is required%s", "");
+    if (!name) return usage_error("--name is required (lpe dist show %s lists the names)", dist_path);
+    if (!out) return usage_error("--out is required%s", "");
+    if (exact == have_samples) return usage_error("give exactly one of --samples N and --exact%s", "");
+    if (exact && shard) return usage_error("--shard applies to --samples only%s", "");
+    if (have_samples && n_samples < 1) return usage_error("--samples: expected at least 1%s", "");
+    uint64_t si = 0, sn = 1;
+    if (shard) lpe_truth_parse_shard(shard, "--shard", &si, &sn);
+    if (!force && access(out, F_OK) == 0) lpe_fail_input("%s exists (use --force to overwrite)", out);
+
+    lpe_model model;
+    lpe_model_load(&model, model_path);
+    lpe_dist dist;
+    lpe_dist_load(&dist, dist_path, name, model.cfg.d_vocab);
+    if (dist.k > model.cfg.n_ctx)
+        lpe_fail_input("%s: distribution '%s' has %d positions, the model's context n_ctx is %d",
+                       dist_path, name, dist.k, model.cfg.n_ctx);
+
+    lpe_truth t;
+    memset(&t, 0, sizeof t);
+    t.d_vocab = model.cfg.d_vocab;
+    t.k = dist.k;
+    snprintf(t.model_sha256, sizeof t.model_sha256, "%s", model.sha256);
+    snprintf(t.dist_name, sizeof t.dist_name, "%s", dist.name);
+    snprintf(t.dist_sha256, sizeof t.dist_sha256, "%s", dist.sha256);
+    double t0 = lpe_now();
+
+    if (exact) {
+        uint64_t size = lpe_dist_enum_size(&dist);
+        if (size > exact_limit)
+            lpe_fail_input("%s: distribution '%s' has %s%llu inputs, more than --exact-limit %llu: "
+                           "use --samples, or raise the limit", dist_path, name,
+                           size == UINT64_MAX ? ">= " : "", (unsigned long long)size,
+                           (unsigned long long)exact_limit);
+        int B = size < (uint64_t)batch ? (int)size : batch;
+        lpe_backend *be = lpe_backend_create(backend, &model, B, dist.k, 0);
+        t.exact = 1;
+        t.n_samples = size;
+        t.probs = lpe_calloc((size_t)t.d_vocab, sizeof(double));
+        lpe_truth_opts opt = {.batch = B, .progress = "truth (exact)"};
+        lpe_truth_exact(t.probs, be, &dist, &opt);
+        lpe_truth_write(&t, out, force);
+        double s = 0;
+        for (int v = 0; v < t.d_vocab; v++) s += t.probs[v];
+        printf("exact ground truth: %llu inputs in %.2f s (%s), probabilities sum to 1 %+.2e -> %s\n",
+               (unsigned long long)size, lpe_now() - t0, be->device, s - 1, out);
+        lpe_backend_destroy(be);
+    } else {
+        uint64_t first, end;
+        lpe_truth_shard_range(&first, &end, n_samples, si, sn);
+        if (end == first)
+            lpe_fail_input("--shard %s: shard is empty (%llu samples in %llu shards)", shard,
+                           (unsigned long long)n_samples, (unsigned long long)sn);
+        t.seed = seed;
+        t.counts = lpe_calloc((size_t)t.d_vocab, sizeof(uint64_t));
+        char ckpt_path[1100];
+        snprintf(ckpt_path, sizeof ckpt_path, "%s.ckpt", out);
+        uint64_t next = first;
+        lpe_truth ck;
+        uint64_t ck_end;
+        if (lpe_truth_ckpt_read(&ck, &ck_end, ckpt_path)) {
+            if (ck.d_vocab != t.d_vocab || strcmp(ck.model_sha256, t.model_sha256) ||
+                strcmp(ck.dist_sha256, t.dist_sha256) || ck.seed != seed ||
+                ck.ranges[0] != first || ck_end != end)
+                lpe_fail_input("%s: checkpoint of a different run (model, distribution, seed or "
+                               "sample range [%llu, %llu) differ from this command's [%llu, %llu)): "
+                               "delete it, or rerun the command that made it", ckpt_path,
+                               (unsigned long long)ck.ranges[0], (unsigned long long)ck_end,
+                               (unsigned long long)first, (unsigned long long)end);
+            memcpy(t.counts, ck.counts, (size_t)t.d_vocab * sizeof(uint64_t));
+            next = ck.ranges[1];
+            fprintf(stderr, "lpe truth: resuming from %s at sample %llu (%llu of %llu done)\n",
+                    ckpt_path, (unsigned long long)next, (unsigned long long)(next - first),
+                    (unsigned long long)(end - first));
+            lpe_truth_free(&ck);
+        }
+        uint64_t todo = end - next;
+        int B = todo < (uint64_t)batch ? (int)(todo ? todo : 1) : batch;
+        lpe_backend *be = lpe_backend_create(backend, &model, B, dist.k, 0);
+        ckpt_ctx cc = {.path = ckpt_path, .t = t, .first = first, .end = end};
+        cc.t.counts = NULL;
+        lpe_truth_opts opt = {.batch = B, .progress = "truth", .checkpoint = save_ckpt, .ctx = &cc,
+                              .every_s = ckpt_s};
+        lpe_truth_sample(t.counts, be, &dist, seed, next, todo, &opt);
+        uint64_t range[2] = {first, end};
+        t.ranges = range;
+        t.n_ranges = 1;
+        t.n_samples = end - first;
+        lpe_truth_write(&t, out, force);
+        unlink(ckpt_path); /* only once the result is committed */
+        t.ranges = NULL;
+        double dt = lpe_now() - t0;
+        printf("ground truth: samples [%llu, %llu) of seed %llu in %.2f s (%.3g samples/s, %s) -> %s\n",
+               (unsigned long long)first, (unsigned long long)end, (unsigned long long)seed, dt,
+               dt > 0 ? (double)todo / dt : 0.0, be->device, out);
+        lpe_backend_destroy(be);
+    }
+    lpe_truth_free(&t);
+    lpe_dist_free(&dist);
+    lpe_model_free(&model);
+    return 0;
 }
