@@ -39,7 +39,7 @@ static inline void softmax(float *s, int n) {
 
 void cpu_attn_fwd_full(float *Z, float *P, const float *QKV, int B, int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             const float *base = QKV + (size_t)b * k * Q3 + h * Dh; /* q of row 0 */
@@ -58,7 +58,7 @@ void cpu_attn_fwd_full(float *Z, float *P, const float *QKV, int B, int k, int H
 
 void cpu_attn_fwd_last(float *Zl, float *Pl, const float *QKV, int B, int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             const float *base = QKV + (size_t)b * k * Q3 + h * Dh;
@@ -94,7 +94,7 @@ static inline void query_bwd(float *dq, float *dkv0, const float *dz, const floa
 void cpu_attn_bwd_full(float *dQKV, const float *dZ, const float *P, const float *QKV, int B,
                        int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             float dp[k];
@@ -115,7 +115,7 @@ void cpu_attn_bwd_full(float *dQKV, const float *dZ, const float *P, const float
 void cpu_attn_bwd_last(float *dQKV, const float *dZl, const float *Pl, const float *QKV, int B,
                        int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             float dp[k];

@@ -49,7 +49,7 @@ static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B) {
     float *dact = c->dA;                              /* [B, D] */
     float *dxm = c->dXM;                              /* [B, D] */
 
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)B * D)
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++) dact[(size_t)b * D + d] = m->W_U[(size_t)d * V + targets[b]];
     cpu_ln_bwd(dxm, D, NULL, 0, dact, D, c->XF, D, c->muf, c->rsf, m->lnf_w, B, D);
@@ -67,7 +67,7 @@ static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B) {
              B, D, HD, 1, 1.0f);
     cpu_ln_bwd(c->grad, D, NULL, 0, c->dA, D, x, D, c->mu1 + l * Nm, c->rs1 + l * Nm, w->ln1_w, N,
                D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)B * D)
     for (int b = 0; b < B; b++) { /* the residual path: last row only */
         float *g = c->grad + ((size_t)b * k + k - 1) * D; /* [D] */
         for (int d = 0; d < D; d++) g[d] += dxm[(size_t)b * D + d];

@@ -193,7 +193,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
     cpu_forward(c, B);
     c->B_last = B;
     int bad_row = -1;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)B * V)
     for (int b = 0; b < B; b++) {
         const float *lg = c->LOG + (size_t)b * V; /* [V] */
         int am = 0, finite = 1;
@@ -230,7 +230,7 @@ static void op_commit_state(lpe_backend *be, const uint8_t *accept, int B) {
     if (!c->stok) lpe_fail("cpu backend: commit_state without walker state (LPE_BE_STATE)");
     size_t kD = (size_t)c->k * c->D;
     int with_grad = c->sgrad && c->grad_valid;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)B * kD)
     for (int b = 0; b < B; b++) {
         if (!accept[b]) continue;
         memcpy(c->stok + (size_t)b * c->k, c->tok + (size_t)b * c->k, c->k * sizeof *c->tok);

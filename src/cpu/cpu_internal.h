@@ -21,6 +21,11 @@
 
 #include "lpe/backend.h"
 
+/* OpenMP clause: run a loop in parallel only when it has enough elements to pay for the fork
+ * and join. On a shared, oversubscribed machine every parallel region can cost a scheduler
+ * time slice (a thread waits for a descheduled sibling), so small models must not have many. */
+#define CPU_PAR(work) if ((size_t)(work) >= (size_t)1 << 15)
+
 /* Support rows of W_E gathered per product in the score operations. */
 #define CPU_SCORE_TILE 512
 

@@ -15,7 +15,7 @@
 static void embed(cpu_impl *c, float *X0, int B) {
     const lpe_model *m = c->m;
     int k = c->k, D = c->D;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * D)
     for (int b = 0; b < B; b++)
         for (int i = 0; i < k; i++) {
             float *x = X0 + ((size_t)b * k + i) * D;                 /* [D] */
@@ -94,8 +94,9 @@ static void block_last(cpu_impl *c, int B) {
         memcpy(c->XF, c->XMl, (size_t)B * D * sizeof *c->XF);
     }
     cpu_ln_fwd(c->ACT, D, c->muf, c->rsf, xf, D, m->lnf_w, m->lnf_b, B, D, eps);
-    cpu_rows_init(c->LOG, V, NULL, 0, m->b_U, B, V);
-    cpu_gemm(c->LOG, V, c->ACT, D, m->W_U, V, B, V, D, 0, 1.0f);
+    /* [B, V] is the largest output of the pass: without b_U, do not write it twice */
+    if (m->b_U) cpu_rows_init(c->LOG, V, NULL, 0, m->b_U, B, V);
+    cpu_gemm(c->LOG, V, c->ACT, D, m->W_U, V, B, V, D, 0, m->b_U ? 1.0f : 0.0f);
 }
 
 void cpu_forward(cpu_impl *c, int B) {

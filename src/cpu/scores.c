@@ -18,7 +18,7 @@ static const float *support_tile(cpu_impl *c, const int32_t *vals, int n) {
     int D = c->D, consecutive = 1;
     for (int t = 1; t < n && consecutive; t++) consecutive = vals[t] == vals[0] + t;
     if (consecutive) return c->m->W_E + (size_t)vals[0] * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)n * D)
     for (int t = 0; t < n; t++)
         memcpy(c->sc_W + (size_t)t * D, c->m->W_E + (size_t)vals[t] * D, (size_t)D * sizeof(float));
     return c->sc_W;
@@ -57,7 +57,7 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const lpe_dist *d, const
         int r0 = start[f], nr = start[f + 1] - r0;
         if (nr == 0) continue;
         const int32_t *rows = c->sc_rows + r0; /* [nr] */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)nr * D)
         for (int i = 0; i < nr; i++)
             memcpy(c->sc_A + (size_t)i * D, grad + ((size_t)rows[i] * k + pos[rows[i]]) * D,
                    (size_t)D * sizeof(float));
@@ -67,7 +67,7 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const lpe_dist *d, const
             int nt = nf - s0 < CPU_SCORE_TILE ? nf - s0 : CPU_SCORE_TILE;
             const float *W = support_tile(c, vals + s0, nt); /* [nt, D] */
             cpu_gemm(c->sc_C, CPU_SCORE_TILE, c->sc_A, D, W, D, nr, nt, D, 1, 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)nr * nt)
             for (int i = 0; i < nr; i++)
                 memcpy(out + (size_t)rows[i] * ld + s0, c->sc_C + (size_t)i * CPU_SCORE_TILE,
                        (size_t)nt * sizeof *out);
@@ -100,7 +100,7 @@ void cpu_scores_sum(lpe_backend *be, double *out, const lpe_dist *d, const int32
         int64_t npairs = (int64_t)nj * n_groups; /* (position, group) rows, Bm at a time */
         for (int64_t p0 = 0; p0 < npairs; p0 += Bm) {
             int np = npairs - p0 < Bm ? (int)(npairs - p0) : Bm;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)np * D * (group_off[n_groups] - group_off[0] + 1) / n_groups)
             for (int i = 0; i < np; i++) {
                 int j = js[(p0 + i) / n_groups], g = (int)((p0 + i) % n_groups);
                 double acc[D];
@@ -115,7 +115,7 @@ void cpu_scores_sum(lpe_backend *be, double *out, const lpe_dist *d, const int32
                 int nt = nf - s0 < CPU_SCORE_TILE ? nf - s0 : CPU_SCORE_TILE;
                 const float *W = support_tile(c, vals + s0, nt); /* [nt, D] */
                 cpu_gemm(c->sc_C, CPU_SCORE_TILE, c->sc_A, D, W, D, np, nt, D, 1, 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)np * nt)
                 for (int i = 0; i < np; i++) {
                     int j = js[(p0 + i) / n_groups], g = (int)((p0 + i) % n_groups);
                     double *o = out + (size_t)g * S + soff[j] + s0; /* [nt] */
