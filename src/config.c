@@ -222,6 +222,34 @@ static int handler(void *user, const char *section, const char *name, const char
 
 /* ---- paths --------------------------------------------------------------------------------- */
 
+/* Lexical clean-up: "experiments/../results/x.h5" -> "results/x.h5" (drops "." components and
+ * "name/.." pairs; leading ".." stay). Messages and the results file then name paths plainly. */
+static void normalize(char *path) {
+    char *comp[512];
+    int n = 0, abs = path[0] == '/';
+    char buf[LPE_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *tok = strtok(buf, "/"); tok && n < 512; tok = strtok(NULL, "/")) {
+        if (!strcmp(tok, ".")) continue;
+        if (!strcmp(tok, "..") && n > 0 && strcmp(comp[n - 1], "..")) {
+            n--;
+            continue;
+        }
+        if (!strcmp(tok, "..") && abs) continue; /* /.. is / */
+        comp[n++] = tok;
+    }
+    size_t w = 0;
+    if (abs) path[w++] = '/';
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(comp[i]);
+        if (i) path[w++] = '/';
+        memcpy(path + w, comp[i], len);
+        w += len;
+    }
+    if (w == 0) path[w++] = '.';
+    path[w] = 0;
+}
+
 static void resolve(char *out, size_t n, const char *dir, const char *p) {
     int rel = p[0] != '/' && dir[0] && strcmp(dir, ".");
     size_t need = (rel ? strlen(dir) + 1 : 0) + strlen(p) + 1;
@@ -233,6 +261,7 @@ static void resolve(char *out, size_t n, const char *dir, const char *p) {
     } else {
         memcpy(out, p, strlen(p) + 1);
     }
+    normalize(out);
 }
 
 static int is_file(const char *path) {
