@@ -145,7 +145,10 @@ static int parse_value(lpe_param_value *v, const lpe_param_spec *s, const char *
         double x;
         if (parse_item(&x, item, s->type, err, errn)) return 1;
         if (s->min <= s->max && (x < s->min || x > s->max)) {
-            snprintf(err, errn, "%s out of range [%g, %g]", item, s->min, s->max);
+            if (s->max >= 9007199254740992.0)
+                snprintf(err, errn, "%s out of range (must be >= %.10g)", item, s->min);
+            else
+                snprintf(err, errn, "%s out of range [%.10g, %.10g]", item, s->min, s->max);
             return 1;
         }
         v->num[v->n++] = x;
@@ -202,8 +205,11 @@ void lpe_params_set(lpe_params *p, const char *key, const char *value, int line)
         lpe_fail_input("%s: set twice (first at line %d)", loc, v->line);
     lpe_param_value tmp = *v;
     if (parse_value(&tmp, p->spec[i], value, err, sizeof err))
+    {
+        if (strcmp(err, "empty value") != 0) lpe_fail_input("%s: %s", loc, err);
         lpe_fail_input("%s: %s (expected %s%s)", loc, err, type_name(p->spec[i]->type),
                        p->spec[i]->list ? " or a comma-separated list" : "");
+    }
     tmp.line = line;
     *v = tmp;
 }
