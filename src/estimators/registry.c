@@ -8,12 +8,16 @@ extern const lpe_estimator lpe_est_naive;
 extern const lpe_estimator lpe_est_const;
 extern const lpe_estimator lpe_est_itgis;
 extern const lpe_estimator lpe_est_mhis;
+extern const lpe_estimator lpe_est_qld;
+extern const lpe_estimator lpe_est_gld;
 
 static const lpe_estimator *const table[] = {
     &lpe_est_naive,
     &lpe_est_const,
     &lpe_est_itgis,
     &lpe_est_mhis,
+    &lpe_est_qld,
+    &lpe_est_gld,
 };
 #define N_EST (int)(sizeof table / sizeof table[0])
 
