@@ -106,6 +106,8 @@ typedef struct {
     header *h;
     int n_h, cap_h;
     int outside;       /* first line with a key before any section */
+    char last_sec[128], last_name[128]; /* what inih passed last (it repeats it for continuations) */
+    int last_line;
 } collector;
 
 static void trim(char *s) {
@@ -180,8 +182,12 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     entry *prev = c->n_e ? &c->e[c->n_e - 1] : NULL;
     int indented = c->raw_len && (c->raw[0] == ' ' || c->raw[0] == '\t');
-    if (indented && prev && prev->line < c->line && !strcmp(prev->section, sec) &&
-        !strcmp(prev->key, name)) {
+    int cont = indented && prev && c->last_line < c->line && !strcmp(c->last_sec, sec) &&
+               !strcmp(c->last_name, name);
+    snprintf(c->last_sec, sizeof c->last_sec, "%s", sec);
+    snprintf(c->last_name, sizeof c->last_name, "%.127s", name);
+    c->last_line = c->line;
+    if (cont) {
         /* inih's continuation line. An indented "key = value" is a key of its own (an indented
          * file is not a multi-line value); anything else continues the previous value. */
         char raw[4096];

@@ -64,7 +64,8 @@ typedef struct {
     char budget_def[64];
 } lpe_config;
 
-/* Parse and check `path`. output_override (may be NULL): --output, relative to the current
+/* Parse and check `path`. Fill c in place and do not copy it afterwards: the methods' params
+ * point into it (budget_spec). output_override (may be NULL): --output, relative to the current
  * directory. Exit 2 with "FILE:LINE: ..." on any problem. */
 void lpe_config_load(lpe_config *c, const char *path, const char *output_override);
 void lpe_config_free(lpe_config *c);

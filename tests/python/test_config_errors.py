@@ -144,3 +144,16 @@ def test_bad_command_line(work):
     r = run_lpe("run", "--help", check=0)
     assert "naive" in r.stdout and "budget" in r.stdout
     assert not (work / "out").exists()
+
+
+def test_indented_file_and_continuations(work):
+    """Indented keys are keys (inih alone would read them as continuation lines); an indented
+    line without '=' continues the value above it; inline comments are dropped."""
+    text = "".join(("  " + l if l and not l.startswith("[") else l) + "\n" for l in BASE.splitlines())
+    text = text.replace("  count = 4\n", "  list = 1,   ; comment\n      2,\n    3\n")
+    ini = write_ini(work / "cfg.ini", text)
+    run_lpe("run", ini, check=0)
+    import h5py
+    with h5py.File(work / "out" / "res.h5", "r") as f:
+        assert list(f["a"]["targets"][:]) == [1, 2, 3]
+        assert f["a"]["naive"].attrs["budget"] == 64

@@ -202,3 +202,16 @@ def test_info(case, tmp_path):
         f["stuff"] = np.arange(3)
     assert "not a file lpe knows" in run_lpe("info", tmp_path / "y.h5", check=2).stderr
     run_lpe("info", check=2)
+
+
+def test_distributions_of_different_lengths(case, tmp_path):
+    """k = 3 and k = 5 in one run: the backend is re-created for the second length."""
+    from conftest import make_dist
+    dists = make_dist(tmp_path / "d.h5", "short", vocab=64, k=3, support=8, seed=8)
+    make_dist(dists, "long", vocab=64, k=5, support=5, seed=9)
+    text = ini_text(budget=256).replace("dists.h5", str(dists))
+    out, r = run(case, "klen", text)
+    with h5py.File(out, "r") as f:
+        assert f["short"].attrs["k"] == 3 and f["long"].attrs["k"] == 5
+        for n in ("short", "long"):
+            assert len(f[n]["targets"]) > 0 and np.all(f[n]["naive"]["model_calls"][:] == 256)
