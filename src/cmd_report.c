@@ -1,11 +1,277 @@
-/* cmd_report.c: placeholder until its issue lands. */
+/* cmd_report.c: `lpe report RESULTS.h5 ...`: the paper-style tables (SPEC 6) from results files,
+ * one file per model, as markdown or CSV.
+ *
+ * Dimension legend: NF = results files (models), ND = distributions of a file, NM = methods.
+ *
+ * Every number is recomputed from the estimates and truths in the files (eval.c), so a report
+ * never depends on when or how a file's /eval groups were written, and --zero can change the
+ * zero rule after the fact. Tables (markdown):
+ *   1. mean over distributions per (model, method): methods as rows, models as columns, the
+ *      optimal constant and naive sampling first as baselines (the paper's headline table);
+ *   2. per model: methods as rows, distributions as columns, plus their mean.
+ * CSV: one row per (model, distribution, method) with every metric, and one per (model, method)
+ * with distribution "(mean)".
+ */
+#include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "lpe/cmd.h"
+#include "lpe/common.h"
+#include "lpe/eval.h"
+#include "lpe/h5io.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: lpe report RESULTS.h5 ... [--format markdown|csv]\n"
+            "                  [--metric fitted|unfitted|logsq|cv] [--zero const|drop|floor]\n\n"
+            "Tables of the Itakura-Saito loss D(p, q) = p/q - ln(p/q) - 1, mean over targets, per\n"
+            "(model, distribution, method) and the mean over distributions per (model, method);\n"
+            "one results file per model (labelled by its model file's name).\n\n"
+            "  --format   markdown (default) or csv (every metric, one row per model/dist/method)\n"
+            "  --metric   fitted (default): after the per-(distribution, method) fit\n"
+            "             ln q' = a ln q + b; unfitted: the raw estimates; logsq: mean\n"
+            "             (ln q' - ln p)^2; cv: leave-one-out fitted loss (fit on the other targets)\n"
+            "  --zero     what zero estimates become: const (default; their mean true probability,\n"
+            "             one more fitted constant), drop (left out), floor (half the smallest\n"
+            "             positive estimate, then fitted)\n\n"
+            "Method `const` is the optimal constant (computed from the truth when not run); `naive`\n"
+            "is naive sampling. Distributions without ground truth are skipped.\n");
+}
+
+typedef enum { M_FITTED, M_UNFITTED, M_LOGSQ, M_CV } metric;
+
+static double pick_score(const lpe_eval_score *s, metric m) {
+    return m == M_UNFITTED ? s->unfitted : m == M_LOGSQ ? s->logsq : m == M_CV ? s->cv : s->fitted;
+}
+
+static double pick_mean(const lpe_eval_mean *e, metric m) {
+    return m == M_UNFITTED ? e->unfitted : m == M_LOGSQ ? e->logsq : m == M_CV ? e->cv : e->fitted;
+}
+
+static const char *metric_title(metric m) {
+    switch (m) {
+    case M_UNFITTED: return "unfitted Itakura-Saito loss (raw estimates)";
+    case M_LOGSQ: return "log-space squared error (ln q' - ln p)^2 after the fit";
+    case M_CV: return "leave-one-out cross-validated fitted Itakura-Saito loss";
+    default: return "fitted Itakura-Saito loss (ln q' = a ln q + b per distribution and method)";
+    }
+}
+
+static void fmt(char *out, size_t n, double v) {
+    if (isnan(v)) snprintf(out, n, "nan");
+    else if (isinf(v)) snprintf(out, n, "inf");
+    else snprintf(out, n, "%.4g", v);
+}
+
+/* Sorted union of method names over files (canonical order). */
+static int cmp_name(const void *a, const void *b) {
+    return lpe_eval_method_cmp(*(char *const *)a, *(char *const *)b);
+}
+
+static const lpe_eval_method *find_method(const lpe_eval_dist *d, const char *name) {
+    for (int j = 0; j < d->n_methods; j++)
+        if (!strcmp(d->m[j].name, name)) return &d->m[j];
+    return NULL;
+}
+
+static const lpe_eval_mean *find_mean(const lpe_eval_file *f, const char *name) {
+    for (int k = 0; k < f->n_means; k++)
+        if (!strcmp(f->means[k].name, name)) return &f->means[k];
+    return NULL;
+}
+
+static void csv_field(const char *s) {
+    if (strpbrk(s, ",\"\n")) {
+        putchar('"');
+        for (; *s; s++) {
+            if (*s == '"') putchar('"');
+            putchar(*s);
+        }
+        putchar('"');
+    } else {
+        fputs(s, stdout);
+    }
+}
+
+static void csv_row(const lpe_eval_file *f, const char *dist, const char *method, int n, int n_zero,
+                    double fi, double un, double ls, double cv, double a, double b, double c0) {
+    char v[7][64];
+    fmt(v[0], 64, fi), fmt(v[1], 64, un), fmt(v[2], 64, ls), fmt(v[3], 64, cv);
+    fmt(v[4], 64, a), fmt(v[5], 64, b), fmt(v[6], 64, c0);
+    csv_field(f->label), putchar(','), csv_field(f->path), putchar(','), csv_field(dist);
+    putchar(','), csv_field(method);
+    printf(",%d,%d,%s,%s,%s,%s,%s,%s,%s,%s\n", n, n_zero, v[0], v[1], v[2], v[3], v[4], v[5], v[6],
+           lpe_zero_rule_name(f->rule));
+}
 
 int lpe_cmd_report(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "lpe report: not implemented yet\n");
-    return 1;
+    const char *format = "markdown";
+    metric met = M_FITTED;
+    lpe_zero_rule rule = LPE_ZERO_CONST;
+    const char **paths = lpe_calloc((size_t)argc + 1, sizeof *paths);
+    int NF = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            free(paths);
+            return LPE_EXIT_OK;
+        } else if (!strcmp(a, "--format") || !strcmp(a, "--metric") || !strcmp(a, "--zero")) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "lpe report: %s needs a value\n", a);
+                free(paths);
+                return LPE_EXIT_INPUT;
+            }
+            const char *v = argv[++i];
+            int ok = 1;
+            if (!strcmp(a, "--format")) {
+                ok = !strcmp(v, "markdown") || !strcmp(v, "csv");
+                format = v;
+            } else if (!strcmp(a, "--metric")) {
+                if (!strcmp(v, "fitted")) met = M_FITTED;
+                else if (!strcmp(v, "unfitted")) met = M_UNFITTED;
+                else if (!strcmp(v, "logsq")) met = M_LOGSQ;
+                else if (!strcmp(v, "cv")) met = M_CV;
+                else ok = 0;
+            } else {
+                ok = lpe_zero_rule_parse(&rule, v) == 0;
+            }
+            if (!ok) {
+                fprintf(stderr, "lpe report: bad value '%s' for %s\n\n", v, a);
+                usage(stderr);
+                free(paths);
+                return LPE_EXIT_INPUT;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "lpe report: unknown option '%s'\n\n", a);
+            usage(stderr);
+            free(paths);
+            return LPE_EXIT_INPUT;
+        } else {
+            paths[NF++] = a;
+        }
+    }
+    if (NF == 0) {
+        fprintf(stderr, "lpe report: no results file given\n\n");
+        usage(stderr);
+        free(paths);
+        return LPE_EXIT_INPUT;
+    }
+
+    lpe_eval_file *F = lpe_calloc((size_t)NF, sizeof *F); /* [NF] */
+    int n_names = 0, cap = 0;
+    for (int i = 0; i < NF; i++) {
+        hid_t h = lpe_h5_open_read(paths[i]);
+        lpe_eval_load(&F[i], h, paths[i], rule);
+        lpe_h5_close(h);
+        if (F[i].n_no_truth)
+            fprintf(stderr, "lpe report: %s: %d distribution(s) without ground truth skipped\n",
+                    paths[i], F[i].n_no_truth);
+        if (F[i].n_dists == 0)
+            lpe_fail_input("%s: no distribution with targets and true_prob (not a results file "
+                           "with ground truth?)", paths[i]);
+        cap += F[i].n_means;
+    }
+    for (int i = 0; i < NF; i++) /* equal labels (two runs of one model): add the file stem */
+        for (int j = 0; j < NF; j++)
+            if (i != j && !strcmp(F[i].label, F[j].label)) {
+                char tmp[sizeof F[i].label];
+                const char *s = strrchr(paths[i], '/');
+                snprintf(tmp, sizeof tmp, "%.120s:%.120s", F[i].label, s ? s + 1 : paths[i]);
+                memcpy(F[i].label, tmp, sizeof tmp);
+                break;
+            }
+    char **names = lpe_calloc((size_t)cap + 1, sizeof *names); /* union of method names */
+    for (int i = 0; i < NF; i++)
+        for (int k = 0; k < F[i].n_means; k++) {
+            int j = 0;
+            while (j < n_names && strcmp(names[j], F[i].means[k].name)) j++;
+            if (j == n_names) names[n_names++] = F[i].means[k].name;
+        }
+    qsort(names, (size_t)n_names, sizeof *names, cmp_name);
+
+    char cell[64];
+    if (!strcmp(format, "csv")) {
+        printf("model,file,distribution,method,n,n_zero,fitted,unfitted,logsq,cv,a,b,c0,zero_rule\n");
+        for (int i = 0; i < NF; i++) {
+            for (int d = 0; d < F[i].n_dists; d++)
+                for (int j = 0; j < F[i].d[d].n_methods; j++) {
+                    const lpe_eval_method *m = &F[i].d[d].m[j];
+                    csv_row(&F[i], F[i].d[d].name, m->name, m->s.n, m->s.n_zero, m->s.fitted,
+                            m->s.unfitted, m->s.logsq, m->s.cv, m->s.a, m->s.b, m->s.c0);
+                }
+            for (int k = 0; k < F[i].n_means; k++) {
+                const lpe_eval_mean *e = &F[i].means[k];
+                csv_row(&F[i], "(mean)", e->name, e->n_dists, 0, e->fitted, e->unfitted, e->logsq,
+                        e->cv, NAN, NAN, NAN);
+            }
+        }
+    } else {
+        printf("## Mean over distributions: %s\n\n", metric_title(met));
+        printf("Zero rule: %s. Lower is better; `const` (the optimal constant) and `naive` are the "
+               "baselines.\n\n", lpe_zero_rule_name(rule));
+        printf("| method |");
+        for (int i = 0; i < NF; i++) printf(" %s |", F[i].label);
+        printf("\n|---|");
+        for (int i = 0; i < NF; i++) printf("---:|");
+        printf("\n");
+        int partial = 0;
+        for (int j = 0; j < n_names; j++) {
+            printf("| %s |", names[j]);
+            for (int i = 0; i < NF; i++) {
+                const lpe_eval_mean *e = find_mean(&F[i], names[j]);
+                if (!e) {
+                    printf(" - |");
+                    continue;
+                }
+                fmt(cell, sizeof cell, pick_mean(e, met));
+                int part = e->n_dists < F[i].n_dists;
+                partial |= part;
+                if (part) printf(" %s (%d/%d) |", cell, e->n_dists, F[i].n_dists);
+                else printf(" %s |", cell);
+            }
+            printf("\n");
+        }
+        if (partial) printf("\n(k/N): mean over the k of N distributions where the method ran.\n");
+        for (int i = 0; i < NF; i++) {
+            const lpe_eval_file *f = &F[i];
+            printf("\n## %s (%s): per distribution\n\n| method |", f->label, f->path);
+            for (int d = 0; d < f->n_dists; d++) printf(" %s |", f->d[d].name);
+            printf(" mean |\n|---|");
+            for (int d = 0; d <= f->n_dists; d++) printf("---:|");
+            printf("\n");
+            int any_zero = 0;
+            for (int j = 0; j < n_names; j++) {
+                const lpe_eval_mean *e = find_mean(f, names[j]);
+                if (!e) continue;
+                printf("| %s |", names[j]);
+                for (int d = 0; d < f->n_dists; d++) {
+                    const lpe_eval_method *m = find_method(&f->d[d], names[j]);
+                    if (!m) {
+                        printf(" - |");
+                        continue;
+                    }
+                    fmt(cell, sizeof cell, pick_score(&m->s, met));
+                    int z = m->s.n_zero > 0 && strcmp(names[j], "const") != 0;
+                    any_zero |= z;
+                    printf(" %s%s |", cell, z ? "*" : "");
+                }
+                fmt(cell, sizeof cell, pick_mean(e, met));
+                printf(" %s |\n", cell);
+            }
+            printf("\nTargets per distribution:");
+            for (int d = 0; d < f->n_dists; d++) printf(" %s %d%s", f->d[d].name, f->d[d].T,
+                                                        d + 1 < f->n_dists ? "," : ".");
+            printf("\n");
+            if (any_zero) printf("*: some estimates were 0 (zero rule %s).\n", lpe_zero_rule_name(rule));
+        }
+    }
+    for (int i = 0; i < NF; i++) lpe_eval_free(&F[i]);
+    free(F);
+    free(names);
+    free(paths);
+    return LPE_EXIT_OK;
 }
