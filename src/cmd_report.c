@@ -175,15 +175,17 @@ int lpe_cmd_report(int argc, char **argv) {
                            "with ground truth?)", paths[i]);
         cap += F[i].n_means;
     }
-    for (int i = 0; i < NF; i++) /* equal labels (two runs of one model): add the file stem */
-        for (int j = 0; j < NF; j++)
-            if (i != j && !strcmp(F[i].label, F[j].label)) {
-                char tmp[sizeof F[i].label];
-                const char *s = strrchr(paths[i], '/');
-                snprintf(tmp, sizeof tmp, "%.120s:%.120s", F[i].label, s ? s + 1 : paths[i]);
-                memcpy(F[i].label, tmp, sizeof tmp);
-                break;
-            }
+    int *dup = lpe_calloc((size_t)NF, sizeof *dup); /* equal labels (two runs of one model) */
+    for (int i = 0; i < NF; i++)
+        for (int j = 0; j < NF; j++) dup[i] |= i != j && !strcmp(F[i].label, F[j].label);
+    for (int i = 0; i < NF; i++)
+        if (dup[i]) { /* add the file's name */
+            char tmp[sizeof F[i].label];
+            const char *s = strrchr(paths[i], '/');
+            snprintf(tmp, sizeof tmp, "%.120s:%.120s", F[i].label, s ? s + 1 : paths[i]);
+            memcpy(F[i].label, tmp, sizeof tmp);
+        }
+    free(dup);
     char **names = lpe_calloc((size_t)cap + 1, sizeof *names); /* union of method names */
     for (int i = 0; i < NF; i++)
         for (int k = 0; k < F[i].n_means; k++) {
