@@ -22,7 +22,7 @@ static void const_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
 
 /* declares budget itself so that no budget is demanded of it; the value is unused */
 static const lpe_param_spec const_params[] = {
-    {"budget", LPE_P_INT, "0", 0, 9007199254740992.0, 0, "unused (no model calls)"},
+    {"budget", LPE_P_INT, "0", 0, 9007199254740992.0, 0, "unused: the constant makes no model calls"},
     {NULL},
 };
 
