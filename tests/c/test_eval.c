@@ -9,13 +9,20 @@
  *   zero rule  const / drop / floor, the unfitted, log-squared and leave-one-out numbers of a
  *              four-target case worked out by hand; all-zero estimates score as the optimal
  *              constant; targets without a positive truth are not scored
+ *   file       lpe_eval_results_file on a results file written here: /{dist}/eval/{method} and
+ *              /eval/{method} hold the numbers lpe_eval_score_targets gives; a rerun replaces them
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <hdf5.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "lpe/eval.h"
+#include "lpe/h5io.h"
 #include "lpe/philox.h"
 
 static double Dx(double x) { return x - log(x) - 1; } /* D as a function of x = p / q */
@@ -138,7 +145,75 @@ static void test_zero_rule(void) {
     CHECK(s.fitted < 1e-15, "the two valid targets are fitted exactly (%g)", s.fitted);
 }
 
+static void test_results_file(void) {
+    char path[] = "/tmp/lpe_test_eval_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "mkstemp");
+    close(fd);
+    const double p1[4] = {1e-6, 2e-6, 4e-6, 3e-6}, q1[4] = {2e-6, 0, 8e-6, 0};
+    const double q2[4] = {1e-6, 1e-6, 1e-6, 1e-6};
+    const double p3[3] = {1e-7, 3e-7, 2e-8}, q3[3] = {2e-7, 1e-6, 1e-8};
+    const int32_t tg[4] = {5, 6, 7, 8};
+    lpe_h5_out o;
+    lpe_h5_create(&o, path, 1);
+    lpe_h5_attr_str(o.file, "model", "some/dir/gelu-1l.h5");
+    lpe_h5_write_i32(o.file, "x/targets", tg, 4);
+    lpe_h5_write_f64(o.file, "x/true_prob", p1, 4);
+    lpe_h5_write_f64(o.file, "x/naive/estimate", q1, 4);
+    lpe_h5_write_f64(o.file, "x/qld@variant=arc/estimate", q2, 4);
+    lpe_h5_write_i32(o.file, "y/targets", tg, 3);
+    lpe_h5_write_f64(o.file, "y/true_prob", p3, 3);
+    lpe_h5_write_f64(o.file, "y/naive/estimate", q3, 3);
+    lpe_h5_write_i32(o.file, "z/targets", tg, 2); /* no truth: skipped */
+    lpe_h5_commit(&o);
+    for (int pass = 0; pass < 2; pass++) lpe_eval_results_file(path); /* second pass replaces */
+
+    lpe_eval_score s1, s3;
+    lpe_eval_score_targets(&s1, NULL, p1, q1, 4, LPE_ZERO_CONST);
+    lpe_eval_score_targets(&s3, NULL, p3, q3, 3, LPE_ZERO_CONST);
+    hid_t f = lpe_h5_open_read(path);
+    hid_t g = H5Gopen2(f, "x/eval/naive", H5P_DEFAULT);
+    CHECK(g >= 0, "x/eval/naive written");
+    if (g >= 0) {
+        CHECK_CLOSE(lpe_h5_get_attr_double(g, path, "fitted"), s1.fitted, 0, 1e-15);
+        CHECK_CLOSE(lpe_h5_get_attr_double(g, path, "cv"), s1.cv, 0, 1e-15);
+        CHECK_CLOSE(lpe_h5_get_attr_double(g, path, "c0"), 2.5e-6, 0, 1e-15);
+        CHECK(lpe_h5_get_attr_int(g, path, "n_zero") == 2, "n_zero");
+        H5Gclose(g);
+    }
+    int64_t dims[1] = {4};
+    double *qf = lpe_h5_read(f, path, "x/eval/naive/fitted_estimate", H5T_NATIVE_DOUBLE, 1, dims, NULL);
+    CHECK_CLOSE(qf[1], 2.5e-6, 0, 1e-15);
+    CHECK_CLOSE(qf[0], 1e-6, 0, 1e-9);
+    free(qf);
+    CHECK(lpe_h5_exists(f, "x/eval/const") && lpe_h5_exists(f, "x/eval/qld@variant=arc"),
+          "const (from the truth) and the sweep-named method evaluated");
+    CHECK(!lpe_h5_exists(f, "z/eval"), "a distribution without truth is not evaluated");
+    g = H5Gopen2(f, "eval/naive", H5P_DEFAULT);
+    CHECK(g >= 0, "/eval/naive written");
+    if (g >= 0) {
+        CHECK_CLOSE(lpe_h5_get_attr_double(g, path, "fitted"), 0.5 * (s1.fitted + s3.fitted), 0,
+                    1e-15);
+        CHECK(lpe_h5_get_attr_int(g, path, "n_dists") == 2, "naive in 2 distributions");
+        H5Gclose(g);
+    }
+    g = H5Gopen2(f, "eval/qld@variant=arc", H5P_DEFAULT);
+    CHECK(g >= 0 && lpe_h5_get_attr_int(g, path, "n_dists") == 1, "qld in 1 distribution");
+    if (g >= 0) H5Gclose(g);
+    lpe_eval_file ef;
+    lpe_eval_load(&ef, f, path, LPE_ZERO_CONST);
+    CHECK(!strcmp(ef.label, "gelu-1l") && ef.n_dists == 2 && ef.n_no_truth == 1,
+          "label %s, %d dists, %d without truth", ef.label, ef.n_dists, ef.n_no_truth);
+    CHECK(ef.n_dists == 2 && ef.d[0].n_methods == 3 && !strcmp(ef.d[0].m[0].name, "const") &&
+              ef.d[0].m[0].from_truth && !strcmp(ef.d[0].m[1].name, "naive"),
+          "canonical order const, naive, qld");
+    lpe_eval_free(&ef);
+    lpe_h5_close(f);
+    unlink(path);
+}
+
 int main(void) {
+    test_results_file();
     test_loss();
     test_fit();
     test_zero_rule();
