@@ -13,16 +13,20 @@
  * (0: infeasibility certified, estimate 0), converged (the direction search met its stopping
  * rule), worst_margin (min over v != t of the logit margin at z*, >= 0 up to rounding when
  * feasible), iterations (Hildreth sweeps / heuristic steps), pair_count. No standard error is
- * defined for QLD (NaN).
+ * defined for QLD (NaN). With save_activations, also `activations` [n, D] and `directions`
+ * [T, D] (the unit directions d in whitened coordinates): enough to redo every count offline.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <hdf5.h>
+
 #include "act_samples.h"
 #include "lpe/common.h"
 #include "lpe/estimator.h"
+#include "lpe/h5io.h"
 #include "lpe/qld.h"
 
 static void qld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
@@ -44,10 +48,17 @@ static void qld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     lpe_act_samples(act, NULL, ctx, n, (int)lpe_param_int(ctx->params, "batch"), label);
     if (lpe_param_bool(ctx->params, "save_activations")) lpe_act_save(ctx, act, n);
 
+    const int save = lpe_param_bool(ctx->params, "save_activations");
     int64_t *count = lpe_calloc((size_t)T + 1, sizeof *count);   /* [T] */
     lpe_qld_dir *dir = lpe_calloc((size_t)T + 1, sizeof *dir);   /* [T] */
-    lpe_qld_estimate(out->estimate, count, dir, NULL, act, ctx->model->W_U, ctx->model->b_U,
+    double *dirs = save ? lpe_calloc((size_t)T * D + 1, sizeof *dirs) : NULL; /* [T, D] */
+    lpe_qld_estimate(out->estimate, count, dir, dirs, act, ctx->model->W_U, ctx->model->b_U,
                      ctx->targets, T, (int)n, D, V, &o);
+    if (save && ctx->out_group > 0) { /* with the activations, enough to redo the count */
+        int64_t dims[2] = {T, D};
+        lpe_h5_write((hid_t)ctx->out_group, "directions", H5T_NATIVE_DOUBLE, 2, dims, dirs, 1);
+    }
+    free(dirs);
 
     double *d_norm = lpe_est_out_diag(out, "d_norm");
     double *feasible = lpe_est_out_diag(out, "feasible");
