@@ -459,38 +459,74 @@ void lpe_qld_split_coef(double *y, double *y0, const double *mu, const double *A
 /* For row i, t is the argmax of l_i + s e' (e' = d P^T) iff for every v != t
  *   (l_it - l_iv) + s e_v >= 0,   e_v = e'_t - e'_v,
  * i.e. s >= (l_iv - l_it) / e_v when e_v > 0 and s <= (l_iv - l_it) / e_v when e_v < 0: an
- * interval. The loop is written over LANES independent accumulators so that the compiler
- * vectorises the selects (a max-reduction alone would need -ffast-math to be vectorised). */
+ * interval. This is the inner loop of the whole method (n V per target), and memory bound if
+ * done one (target, row) at a time: a tile of up to TT targets x RT rows walks the vocabulary in
+ * chunks of VC columns so that the tile's logits and slopes stay in cache, each read once per
+ * tile instead of once per pair. The loop runs over LANES independent accumulators so that the
+ * compiler vectorises the selects (a max-reduction alone would need -ffast-math). */
+enum { B_LANES = 16, B_VC = 1024, B_TT = 8, B_RT = 16 };
+
+/* lo, hi [nt, nr]; L [nr, ld] logits rows; rinv[k] [V]; tg [nt] target tokens (nt <= B_TT,
+ * nr <= B_RT). Zero slopes are left to the caller. */
+static void bounds_tile(float *lo, float *hi, const float *L, long ld, int nr,
+                        const float *const *rinv, const int32_t *tg, int nt, int V) {
+    float la[B_TT][B_RT][B_LANES], ha[B_TT][B_RT][B_LANES], lt[B_TT][B_RT];
+    for (int k = 0; k < nt; k++)
+        for (int r = 0; r < nr; r++) {
+            lt[k][r] = L[(size_t)r * ld + tg[k]];
+            for (int q = 0; q < B_LANES; q++) la[k][r][q] = -INFINITY, ha[k][r][q] = INFINITY;
+        }
+    const int vfull = V / B_LANES * B_LANES;
+    for (int v0 = 0; v0 < vfull; v0 += B_VC) {
+        const int v1 = v0 + B_VC < vfull ? v0 + B_VC : vfull;
+        for (int k = 0; k < nt; k++) {
+            const float *rk = rinv[k];
+            for (int r = 0; r < nr; r++) {
+                const float *lr = L + (size_t)r * ld;
+                const float ltk = lt[k][r];
+                float *a = la[k][r], *h = ha[k][r];
+                for (int v = v0; v < v1; v += B_LANES)
+                    for (int q = 0; q < B_LANES; q++) {
+                        float rv = rk[v + q], x = (lr[v + q] - ltk) * rv;
+                        float cl = rv > 0 ? x : -INFINITY, ch = rv < 0 ? x : INFINITY;
+                        a[q] = cl > a[q] ? cl : a[q];
+                        h[q] = ch < h[q] ? ch : h[q];
+                    }
+            }
+        }
+    }
+    for (int k = 0; k < nt; k++)
+        for (int r = 0; r < nr; r++) {
+            float lo_i = -INFINITY, hi_i = INFINITY;
+            for (int q = 0; q < B_LANES; q++) {
+                lo_i = la[k][r][q] > lo_i ? la[k][r][q] : lo_i;
+                hi_i = ha[k][r][q] < hi_i ? ha[k][r][q] : hi_i;
+            }
+            const float *lr = L + (size_t)r * ld, *rk = rinv[k];
+            for (int v = vfull; v < V; v++) {
+                float rv = rk[v], x = (lr[v] - lt[k][r]) * rv;
+                if (rv > 0 && x > lo_i) lo_i = x;
+                if (rv < 0 && x < hi_i) hi_i = x;
+            }
+            lo[k * nr + r] = lo_i;
+            hi[k * nr + r] = hi_i;
+        }
+}
+
+/* empty interval where a zero-slope constraint is violated: it cannot be repaired by s */
+static void bounds_zero(float *lo, float *hi, const float *l, const int32_t *zero_e, int n_zero,
+                        int t) {
+    for (int k = 0; k < n_zero; k++)
+        if (l[zero_e[k]] > l[t]) *lo = INFINITY, *hi = -INFINITY;
+}
+
 void lpe_qld_row_bounds(float *lo, float *hi, const float *l, long ld, const float *rinv,
                         const int32_t *zero_e, int n_zero, int t, int nb, int V) {
-    enum { LANES = 16 };
-    for (int i = 0; i < nb; i++) {
-        const float *li = l + (size_t)i * ld; /* [V] */
-        const float lt = li[t];
-        float la[LANES], ha[LANES];
-        for (int k = 0; k < LANES; k++) la[k] = -INFINITY, ha[k] = INFINITY;
-        int v = 0;
-        for (; v + LANES <= V; v += LANES)
-            for (int k = 0; k < LANES; k++) {
-                float r = rinv[v + k], x = (li[v + k] - lt) * r;
-                float cl = r > 0 ? x : -INFINITY, ch = r < 0 ? x : INFINITY;
-                la[k] = cl > la[k] ? cl : la[k];
-                ha[k] = ch < ha[k] ? ch : ha[k];
-            }
-        float lo_i = -INFINITY, hi_i = INFINITY;
-        for (int k = 0; k < LANES; k++) {
-            lo_i = la[k] > lo_i ? la[k] : lo_i;
-            hi_i = ha[k] < hi_i ? ha[k] : hi_i;
-        }
-        for (; v < V; v++) {
-            float r = rinv[v], x = (li[v] - lt) * r;
-            if (r > 0 && x > lo_i) lo_i = x;
-            if (r < 0 && x < hi_i) hi_i = x;
-        }
-        for (int k = 0; k < n_zero; k++)
-            if (li[zero_e[k]] > lt) lo_i = INFINITY, hi_i = -INFINITY;
-        lo[i] = lo_i;
-        hi[i] = hi_i;
+    for (int r0 = 0; r0 < nb; r0 += B_RT) {
+        int nr = nb - r0 < B_RT ? nb - r0 : B_RT;
+        bounds_tile(lo + r0, hi + r0, l + (size_t)r0 * ld, ld, nr, &rinv, &t, 1, V);
+        for (int r = 0; r < nr; r++)
+            bounds_zero(lo + r0 + r, hi + r0 + r, l + (size_t)(r0 + r) * ld, zero_e, n_zero, t);
     }
 }
 
@@ -568,7 +604,6 @@ void lpe_qld_estimate(double *est, int64_t *count, lpe_qld_dir *dir, double *dir
     LPE_ASSERT(n >= 1 && T >= 0 && D >= 1 && V >= 2);
     const int nb_max = o->block_rows > 0 ? o->block_rows : 512;
     const int paper = o->variant == LPE_QLD_PAPER;
-    enum { RC = 16 }; /* rows per work item of the count */
 
     /* size table: one allocation for the float64 arrays, one for the float32 ones */
     size_t sz_d[] = {
@@ -676,24 +711,32 @@ void lpe_qld_estimate(double *est, int64_t *count, lpe_qld_dir *dir, double *dir
         if (b_U)
             for (int j = 0; j < nb; j++)
                 for (int v = 0; v < V; v++) L[(size_t)j * V + v] += b_U[v];
-        int nchunks = (nb + RC - 1) / RC;
-        long items = (long)T * nchunks;
+        /* work items: tiles of B_TT targets x B_RT rows */
+        const int rch = (nb + B_RT - 1) / B_RT, tch = (T + B_TT - 1) / B_TT;
+        const long items = (long)rch * tch;
 #pragma omp parallel for schedule(dynamic)
         for (long it = 0; it < items; it++) {
-            int i = (int)(it / nchunks), ch = (int)(it % nchunks);
-            if (info[i].status == LPE_QLD_INFEASIBLE) continue;
-            int j0 = ch * RC, nr = nb - j0 < RC ? nb - j0 : RC;
-            float lo[RC], hi[RC];
-            lpe_qld_row_bounds(lo, hi, L + (size_t)j0 * V, V, rinv + (size_t)i * V, zl[i], nzl[i],
-                               targets[i], nr, V);
-            int64_t local = 0;
-            for (int r = 0; r < nr; r++) {
-                double s = paper ? shift[(size_t)(j0 + r) * T + i] : 0.0;
-                local += lpe_qld_count_range(asort + (size_t)i * n, n, s + (double)lo[r],
-                                             s + (double)hi[r]);
-            }
+            const int i0 = (int)(it / rch) * B_TT, j0 = (int)(it % rch) * B_RT;
+            const int nt = T - i0 < B_TT ? T - i0 : B_TT, nr = nb - j0 < B_RT ? nb - j0 : B_RT;
+            const float *rk[B_TT];
+            int32_t tg[B_TT];
+            float lo[B_TT * B_RT], hi[B_TT * B_RT];
+            for (int k = 0; k < nt; k++) rk[k] = rinv + (size_t)(i0 + k) * V, tg[k] = targets[i0 + k];
+            bounds_tile(lo, hi, L + (size_t)j0 * V, V, nr, rk, tg, nt, V);
+            for (int k = 0; k < nt; k++) {
+                const int i = i0 + k;
+                if (info[i].status == LPE_QLD_INFEASIBLE) continue;
+                int64_t local = 0;
+                for (int r = 0; r < nr; r++) {
+                    float l_ = lo[k * nr + r], h_ = hi[k * nr + r];
+                    bounds_zero(&l_, &h_, L + (size_t)(j0 + r) * V, zl[i], nzl[i], tg[k]);
+                    double s = paper ? shift[(size_t)(j0 + r) * T + i] : 0.0;
+                    local += lpe_qld_count_range(asort + (size_t)i * n, n, s + (double)l_,
+                                                 s + (double)h_);
+                }
 #pragma omp atomic
-            cnt[i] += local;
+                cnt[i] += local;
+            }
         }
     }
 
