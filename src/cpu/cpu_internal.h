@@ -26,8 +26,9 @@
  * time slice (a thread waits for a descheduled sibling), so small models must not have many. */
 #define CPU_PAR(work) if ((size_t)(work) >= (size_t)1 << 15)
 
-/* Support rows of W_E gathered per product in the score operations. */
-#define CPU_SCORE_TILE 512
+/* Support rows of W_E per product in the score operations: large, so that a full-vocabulary
+ * support takes few products (each is a parallel region; see CPU_PAR). */
+#define CPU_SCORE_TILE 2048
 
 typedef struct {
     const lpe_model *m;

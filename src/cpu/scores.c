@@ -63,9 +63,15 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const lpe_dist *d, const
                    (size_t)D * sizeof(float));
         const int32_t *vals = d->values + d->offsets[f]; /* [n_f] */
         int nf = (int)(d->offsets[f + 1] - d->offsets[f]);
+        /* all rows in order (one factor for every row): the product writes `out` directly */
+        int direct = nr == B;
         for (int s0 = 0; s0 < nf; s0 += CPU_SCORE_TILE) {
             int nt = nf - s0 < CPU_SCORE_TILE ? nf - s0 : CPU_SCORE_TILE;
             const float *W = support_tile(c, vals + s0, nt); /* [nt, D] */
+            if (direct) {
+                cpu_gemm(out + s0, ld, c->sc_A, D, W, D, nr, nt, D, 1, 0.0f);
+                continue;
+            }
             cpu_gemm(c->sc_C, CPU_SCORE_TILE, c->sc_A, D, W, D, nr, nt, D, 1, 0.0f);
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)nr * nt)
             for (int i = 0; i < nr; i++)

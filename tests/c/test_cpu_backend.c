@@ -148,6 +148,26 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
     CHECK(stats_ok, "%s: argmax/max/target logit disagree with the logits", label);
     lpe_backend_destroy(b1);
 
+    /* a backend made without LPE_BE_GRAD (activation slots reused across layers) gives the
+     * very same outputs */
+    {
+        lpe_backend *b0 = lpe_backend_create("cpu", &m, B, K, 0);
+        CHECK(!b0->with_grad && !b0->with_state, "%s: flags", label);
+        int32_t am0[B];
+        float tl0[B], ml0[B];
+        float *lg0 = calloc((size_t)B * V, sizeof *lg0), *act0 = calloc((size_t)B * D, sizeof *act0);
+        b0->load_tokens(b0, tok, B);
+        lpe_fwd_out o0 = {.argmax = am0, .target_logit = tl0, .max_logit = ml0, .act = act0};
+        b0->forward(b0, &o0, tgt, B, 0);
+        b0->get_logits(b0, lg0, B);
+        CHECK(!memcmp(am0, am, sizeof am0) && !memcmp(tl0, tl, sizeof tl0) &&
+                  !memcmp(ml0, ml, sizeof ml0) && !memcmp(lg0, lg, (size_t)B * V * sizeof *lg) &&
+                  !memcmp(act0, act, (size_t)B * D * sizeof *act),
+              "%s: forward-only backend differs", label);
+        free(lg0), free(act0);
+        lpe_backend_destroy(b0);
+    }
+
     /* a forward without gradient gives the same outputs */
     int32_t am2[B];
     float tl2[B];

@@ -106,6 +106,12 @@ def test_forward_and_gradient(tmp_path, name, over, k):
     close(np.array(out["grad"]), ref_grad, "d logit / d r0")
     close(out["grad_norms"], np.linalg.norm(ref_grad, axis=1), "gradient norms")
 
+    # without a target: the forward-only backend (activation slots reused between layers)
+    plain = json.loads(lpe("forward", "--model", path, "--tokens", ",".join(map(str, tokens)),
+                           "--logits").stdout)
+    close(plain["logits"], ref_logits, "logits (no target)")
+    assert "grad_norms" not in plain and "target_logit" not in plain
+
     # scores over each position's support: W_E[y] . grad_j
     WE = np.asarray(w["embed/W_E"], dtype=np.float64)
     for j in range(k):
