@@ -208,6 +208,11 @@ int lpe_cmd_bench(int argc, char **argv) {
     }
     lpe_backend *probe = lpe_backend_create(o.backend, model_path ? &m1 : &m2, 1, 1, 0);
     printf("backend %s: %s\n", probe->name, probe->device);
+    double load[1];
+    if (getloadavg(load, 1) == 1)
+        printf("load average %.2f (other processes on these cores slow both the sgemm and the\n"
+               "model; 'frac' compares the two under the same load)\n",
+               load[0]);
     lpe_backend_destroy(probe);
     printf("\n");
     printf("%-18s %6s %4s  %-8s %11s %9s %10s %9s %7s %6s\n", "model", "batch", "k", "pass",
