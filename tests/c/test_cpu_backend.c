@@ -408,5 +408,13 @@ int main(void) {
           "a forward-only backend must fit more rows");
     CHECK(lpe_backend_batch_for_budget("cpu", &g1, 33, flags, 0) >= 256,
           "default CPU budget below 256 rows of gelu-1l");
+    /* FLOP counts of gelu-1l at k = 33, multiply-adds counted by hand (x2):
+     * forward: k|v 33*512*1024, q 512*512, scores + values 2*33*512, W_O 512*512,
+     *          MLP 2*512*2048, unembedding 512*48262;
+     * backward: MLP 2*512*2048, W_O 512*512, attention 4*33*512, k|v 33*1024*512, q 512*512 */
+    CHECK(lpe_model_forward_flops(&g1, 33) == 2.0 * 44666880, "forward flops %.0f",
+          lpe_model_forward_flops(&g1, 33));
+    CHECK(lpe_model_backward_flops(&g1, 33) == 2.0 * 19990528, "backward flops %.0f",
+          lpe_model_backward_flops(&g1, 33));
     return check_summary("test_cpu_backend");
 }
