@@ -18,6 +18,7 @@
 
 #include "lpe/backend.h"
 #include "lpe/common.h"
+#include "lpe/eval.h"
 #include "lpe/config.h"
 #include "lpe/dist.h"
 #include "lpe/estimator.h"
@@ -347,6 +348,9 @@ int lpe_run_experiment(const lpe_run_opts *o) {
     }
 
     lpe_results_backend(out.file, be);
+    /* scores (SPEC 6) inside the file, so a notebook needs no lpe to read them; `lpe report
+     * --zero` can rescore with another zero rule */
+    lpe_eval_results((int64_t)out.file, out.tmp, LPE_ZERO_CONST);
     lpe_h5_commit(&out);
     print_table(&c, ds, runs, NR);
     if (!o->quiet) fprintf(stderr, "lpe run: wrote %s\n", c.output);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The embedded default experiment (experiments/quickstart.ini): creates, when missing, a small
 # random model and two random distributions under results/quickstart/, then runs the experiment
-# (exact ground truth by enumeration, naive sampling, the optimal constant) and prints the table
-# of estimates against the truth. A minute or two on 2 cores.
+# (exact ground truth by enumeration, every method) and prints the table of estimates against
+# the truth, then the paper-style loss table (lpe report). A few minutes on 2 cores.
 # Usage: tools/quickstart.sh [extra `lpe run` options, e.g. --backend cpu]
 set -eu
 cd "$(dirname "$0")/.."
@@ -24,4 +24,6 @@ if [ ! -f "$dir/dists.h5" ]; then
     --zipf 0.5 --const-first 0 --seed 12 --description "BOS + 4 positions, each its own factor of 20 tokens"
   mv "$tmp" "$dir/dists.h5"
 fi
-exec bin/lpe run --force experiments/quickstart.ini "$@"
+bin/lpe run --force experiments/quickstart.ini "$@"
+echo
+bin/lpe report results/quickstart.h5
