@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# build.sh: regenerates the whole testbed under experiments/testbed/ (README.md there says what
+# each file is). Stages, in order; name some to run only those (default: all):
+#   corpus     Debian packages -> build/testbed/corpus/{code,english,spanish}.jsonl (+ apt-get)
+#   tokenizer  byte-level BPE, 4096 tokens -> experiments/testbed/tokenizer.json
+#   train      gelu-1l, gelu-2l, gelu-4l -> experiments/testbed/models/*.h5, losses.json
+#              (PyTorch, one thread each; about 20 minutes per model on a free core)
+#   dists      the eight SPEC-7 families -> experiments/testbed/dists.h5
+#   truth      lpe truth, TRUTH_SAMPLES (default 2^22) per (model, distribution), in shards
+#              of 2^20 run JOBS at a time -> experiments/testbed/truth/{model}/{dist}.h5
+# Needs: tools/setup_tools.sh (torch, tokenizers) and a built bin/lpe. Long: run it with
+#   nice -n 19 tools/testbed/build.sh > /tmp/testbed.log 2>&1 &
+# Environment: JOBS (parallel truth shards, default 1), TRUTH_SAMPLES, STEPS_1L/2L/4L.
+set -eu
+cd "$(dirname "$0")/../.."
+B=build/testbed
+T=experiments/testbed
+PY=${PYTHON:-python3}
+JOBS=${JOBS:-1}
+TRUTH_SAMPLES=${TRUTH_SAMPLES:-4194304}
+SHARD=1048576
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+stages=${*:-corpus tokenizer train dists truth}
+has() { case " $stages " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+mkdir -p "$B" "$T/models" "$T/truth"
+[ -x bin/lpe ] || make -j2
+
+if has corpus; then
+  $PY tools/testbed/corpus.py --out "$B/corpus" --install
+  cp "$B/corpus/manifest.json" "$T/corpus_manifest.json"
+fi
+if has tokenizer; then
+  $PY tools/testbed/tokenizer.py --corpus "$B/corpus" --out "$T/tokenizer.json" --vocab 4096
+fi
+if has train; then
+  for L in 1 2 4; do
+    eval steps=\${STEPS_${L}L:-$([ $L = 4 ] && echo 5000 || echo 6000)}
+    $PY tools/testbed/train.py --corpus "$B/corpus" --tokenizer "$T/tokenizer.json" \
+      --layers $L --steps "$steps" --threads 1 --cache "$B" \
+      --out "$T/models/gelu-${L}l.h5" --report "$T/losses.json"
+  done
+fi
+if has dists; then
+  $PY tools/testbed/build_dists.py --corpus "$B/corpus" --tokenizer "$T/tokenizer.json" \
+    --out "$T/dists.h5"
+fi
+if has truth; then
+  names=$($PY -c "import h5py,sys; print(' '.join(h5py.File(sys.argv[1],'r').keys()))" "$T/dists.h5")
+  n_shards=$(( TRUTH_SAMPLES / SHARD ))
+  jobs=()
+  for m in gelu-1l gelu-2l gelu-4l; do
+    for d in $names; do
+      out="$T/truth/$m/$d.h5"
+      [ -f "$out" ] && [ "$($PY -c "import h5py,sys; print(int(h5py.File(sys.argv[1],'r').attrs['n_samples']))" "$out")" -ge "$TRUTH_SAMPLES" ] && continue
+      for ((i = 0; i < n_shards; i++)); do jobs+=("$m $d $i"); done
+    done
+  done
+  mkdir -p "$B/shards"
+  run_shard() {  # model dist shard
+    bin/lpe --quiet truth --model "$T/models/$1.h5" --dist "$T/dists.h5" --name "$2" \
+      --samples "$TRUTH_SAMPLES" --shard "$3/$n_shards" --seed 0 --backend cpu \
+      --out "$B/shards/$1.$2.$3.h5" 2>&1 | tail -n 3
+  }
+  export -f run_shard; export T B TRUTH_SAMPLES n_shards
+  printf '%s\n' "${jobs[@]+"${jobs[@]}"}" | grep . | while read -r m d i; do
+    [ -f "$B/shards/$m.$d.$i.h5" ] || echo "$m $d $i"
+  done | xargs -r -P "$JOBS" -L 1 bash -c 'run_shard "$@"' _
+  for m in gelu-1l gelu-2l gelu-4l; do
+    mkdir -p "$T/truth/$m"
+    for d in $names; do
+      shards=()
+      for ((i = 0; i < n_shards; i++)); do shards+=("$B/shards/$m.$d.$i.h5"); done
+      [ -f "${shards[0]}" ] || continue
+      bin/lpe truth merge "$T/truth/$m/$d.h5" "${shards[@]}" --force
+    done
+  done
+fi
+echo "build.sh: done ($stages)"
