@@ -6,8 +6,8 @@
 #   train      gelu-1l, gelu-2l, gelu-4l -> experiments/testbed/models/*.h5, losses.json
 #              (PyTorch, one thread each; about 20 minutes per model on a free core)
 #   dists      the eight SPEC-7 families -> experiments/testbed/dists.h5
-#   truth      lpe truth, TRUTH_SAMPLES (default 2^22) per (model, distribution), in shards
-#              of 2^20 run JOBS at a time -> experiments/testbed/truth/{model}/{dist}.h5
+#   truth      lpe truth (tools/testbed/truth.sh), TRUTH_SAMPLES (default 2^22) per (model,
+#              distribution), JOBS pairs at a time -> experiments/testbed/truth/{model}/{dist}.h5
 # Needs: tools/setup_tools.sh (torch, tokenizers) and a built bin/lpe. Long: run it with
 #   nice -n 19 tools/testbed/build.sh > /tmp/testbed.log 2>&1 &
 # Environment: JOBS (parallel truth shards, default 1), TRUTH_SAMPLES, STEPS_1L/2L/4L.
@@ -18,7 +18,6 @@ T=experiments/testbed
 PY=${PYTHON:-python3}
 JOBS=${JOBS:-1}
 TRUTH_SAMPLES=${TRUTH_SAMPLES:-4194304}
-SHARD=1048576
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 stages=${*:-corpus tokenizer train dists truth}
 has() { case " $stages " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -45,34 +44,6 @@ if has dists; then
     --out "$T/dists.h5"
 fi
 if has truth; then
-  names=$($PY -c "import h5py,sys; print(' '.join(h5py.File(sys.argv[1],'r').keys()))" "$T/dists.h5")
-  n_shards=$(( TRUTH_SAMPLES / SHARD ))
-  jobs=()
-  for m in gelu-1l gelu-2l gelu-4l; do
-    for d in $names; do
-      out="$T/truth/$m/$d.h5"
-      [ -f "$out" ] && [ "$($PY -c "import h5py,sys; print(int(h5py.File(sys.argv[1],'r').attrs['n_samples']))" "$out")" -ge "$TRUTH_SAMPLES" ] && continue
-      for ((i = 0; i < n_shards; i++)); do jobs+=("$m $d $i"); done
-    done
-  done
-  mkdir -p "$B/shards"
-  run_shard() {  # model dist shard
-    bin/lpe --quiet truth --model "$T/models/$1.h5" --dist "$T/dists.h5" --name "$2" \
-      --samples "$TRUTH_SAMPLES" --shard "$3/$n_shards" --seed 0 --backend cpu \
-      --out "$B/shards/$1.$2.$3.h5" 2>&1 | tail -n 3
-  }
-  export -f run_shard; export T B TRUTH_SAMPLES n_shards
-  printf '%s\n' "${jobs[@]+"${jobs[@]}"}" | grep . | while read -r m d i; do
-    [ -f "$B/shards/$m.$d.$i.h5" ] || echo "$m $d $i"
-  done | xargs -r -P "$JOBS" -L 1 bash -c 'run_shard "$@"' _
-  for m in gelu-1l gelu-2l gelu-4l; do
-    mkdir -p "$T/truth/$m"
-    for d in $names; do
-      shards=()
-      for ((i = 0; i < n_shards; i++)); do shards+=("$B/shards/$m.$d.$i.h5"); done
-      [ -f "${shards[0]}" ] || continue
-      bin/lpe truth merge "$T/truth/$m/$d.h5" "${shards[@]}" --force
-    done
-  done
+  tools/testbed/truth.sh -j "$JOBS" -n "$TRUTH_SAMPLES"
 fi
 echo "build.sh: done ($stages)"
