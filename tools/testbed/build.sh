@@ -3,8 +3,8 @@
 # each file is). Stages, in order; name some to run only those (default: all):
 #   corpus     Debian packages -> build/testbed/corpus/{code,english,spanish}.jsonl (+ apt-get)
 #   tokenizer  byte-level BPE, 4096 tokens -> experiments/testbed/tokenizer.json
-#   train      gelu-1l, gelu-2l, gelu-4l -> experiments/testbed/models/*.h5, losses.json
-#              (PyTorch, one thread each; about 20 minutes per model on a free core)
+#   train      gelu-1l, gelu-2l, gelu-4l -> experiments/testbed/models/*.h5, losses.json,
+#              heldout_sample.h5 (PyTorch, one thread; about 20 minutes per model on a free core)
 #   dists      the eight SPEC-7 families -> experiments/testbed/dists.h5
 #   truth      lpe truth (tools/testbed/truth.sh), TRUTH_SAMPLES (default 2^22) per (model,
 #              distribution), JOBS pairs at a time -> experiments/testbed/truth/{model}/{dist}.h5
@@ -38,6 +38,9 @@ if has train; then
       --layers $L --steps "$steps" --threads 1 --cache "$B" \
       --out "$T/models/gelu-${L}l.h5" --report "$T/losses.json"
   done
+  $PY tools/testbed/heldout_check.py --corpus "$B/corpus" --tokenizer "$T/tokenizer.json" \
+    --models "$T"/models/gelu-{1,2,4}l.h5 --losses "$T/losses.json" --cache "$B" \
+    --out "$T/heldout_sample.h5"
 fi
 if has dists; then
   $PY tools/testbed/build_dists.py --corpus "$B/corpus" --tokenizer "$T/tokenizer.json" \
