@@ -25,7 +25,7 @@ static void block_full_bwd(cpu_impl *c, int l, int B) {
     if (!c->m->cfg.attn_only) {
         dxm = c->dXM;
         cpu_gemm(c->dG, F, dX, D, w->W_out, D, N, F, D, 1, 0.0f);
-        cpu_act_bwd(c->dG, c->HP + (size_t)l * Nm * F, (size_t)N * F, c->m->cfg.act);
+        cpu_mul(c->dG, c->HP + (size_t)l * Nm * F, (size_t)N * F); /* act' kept by the forward */
         cpu_gemm(c->dA, D, c->dG, F, w->W_in, F, N, D, F, 1, 0.0f);
         cpu_ln_bwd(dxm, D, dX, D, c->dA, D, c->XM + (size_t)l * Nm * D, D, c->mu2 + l * Nm,
                    c->rs2 + l * Nm, w->ln2_w, N, D);
@@ -55,7 +55,7 @@ static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B) {
     cpu_ln_bwd(dxm, D, NULL, 0, dact, D, c->XF, D, c->muf, c->rsf, m->lnf_w, B, D);
     if (!m->cfg.attn_only) {
         cpu_gemm(c->dG, F, dxm, D, w->W_out, D, B, F, D, 1, 0.0f);
-        cpu_act_bwd(c->dG, c->HPl, (size_t)B * F, m->cfg.act);
+        cpu_mul(c->dG, c->HPl, (size_t)B * F);
         cpu_gemm(c->dA, D, c->dG, F, w->W_in, F, B, D, F, 1, 0.0f);
         cpu_ln_bwd(dxm, D, dxm, D, c->dA, D, c->XMl, D, c->mu2l, c->rs2l, w->ln2_w, B, D);
     }

@@ -190,7 +190,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
                 lpe_fail_input("target token %d (row %d) is outside the vocabulary [0, %d)",
                                (int)targets[b], b, V);
     c->grad_valid = 0;
-    cpu_forward(c, B);
+    cpu_forward(c, B, want_grad);
     c->B_last = B;
     int bad_row = -1;
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)B * V)

@@ -50,12 +50,13 @@ typedef struct {
     float *Z;        /* [Lf or 1, Nm, HD] attention output per head, before W_O */
     float *XM;       /* [Lf or 1, Nm, D] residual after attention (LN2 input) */
     float *mu2, *rs2;/* [Lf or 1, Nm] */
-    float *HP;       /* [Lf or 1, Nm, F] MLP pre-activation */
+    float *HP;       /* [Lf or 1, Nm, F] MLP pre-activation; act'(pre-activation) after a
+                        forward with gradient */
     float *Pl;       /* [Bm, H, k] last block: attention of the last query */
     float *Zl;       /* [Bm, HD] */
     float *XMl;      /* [Bm, D] */
     float *mu2l, *rs2l; /* [Bm] */
-    float *HPl;      /* [Bm, F] */
+    float *HPl;      /* [Bm, F] (as HP) */
     float *XF;       /* [Bm, D] residual after the last block (final LN input) */
     float *muf, *rsf;/* [Bm] */
     float *ACT;      /* [Bm, D] final LN output */
@@ -85,7 +86,7 @@ typedef struct {
 size_t cpu_batch_bytes(const lpe_model_config *c, int Bm, int k, int flags);
 
 /* forward.c / backward.c */
-void cpu_forward(cpu_impl *c, int B);
+void cpu_forward(cpu_impl *c, int B, int want_grad);
 void cpu_backward(cpu_impl *c, const int32_t *targets, int B);
 
 /* scores.c: the backend's scores_at and scores_sum (backend.h) */
@@ -107,10 +108,11 @@ void cpu_ln_fwd(float *y, int ldy, float *mu, float *rs, const float *x, int ldx
 void cpu_ln_bwd(float *dx, int ldx, const float *resid, int ldr, const float *dy, int ldy,
                 const float *x, int ldxin, const float *mu, const float *rs, const float *w, int M,
                 int D);
-/* y = act(h) elementwise over n values. */
-void cpu_act_fwd(float *y, const float *h, size_t n, int act);
-/* dh = dy * act'(h), in place on dy. */
-void cpu_act_bwd(float *dy, const float *h, size_t n, int act);
+/* y = act(h) elementwise over n values; with keep_grad, h is overwritten by act'(h), all the
+ * backward needs of it (so the backward does not evaluate erf/exp again). */
+void cpu_act_fwd(float *y, float *h, size_t n, int act, int keep_grad);
+/* y *= d elementwise */
+void cpu_mul(float *y, const float *d, size_t n);
 
 /* attention.c: causal attention over the packed q|k|v rows [B, k, Q3] (head h: columns h*Dh). */
 void cpu_attn_fwd_full(float *Z, float *P, const float *QKV, int B, int k, int H, int Dh);

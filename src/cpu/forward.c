@@ -26,7 +26,7 @@ static void embed(cpu_impl *c, float *X0, int B) {
 }
 
 /* One full block on every position: X[l] -> X[l + 1] (the next block's input). */
-static void block_full(cpu_impl *c, int l, int B) {
+static void block_full(cpu_impl *c, int l, int B, int want_grad) {
     const lpe_layer *w = &c->m->layers[l];
     int k = c->k, D = c->D, HD = c->HD, Q3 = c->Q3, F = c->F, N = B * k;
     size_t Nm = (size_t)c->Bm * k, s = c->keep ? (size_t)l : 0;
@@ -52,13 +52,13 @@ static void block_full(cpu_impl *c, int l, int B) {
                c->m->cfg.ln_eps);
     cpu_rows_init(hp, F, NULL, 0, w->b_in, N, F);
     cpu_gemm(hp, F, c->A, D, w->W_in, F, N, F, D, 0, 1.0f);
-    cpu_act_fwd(c->G, hp, (size_t)N * F, c->m->cfg.act);
+    cpu_act_fwd(c->G, hp, (size_t)N * F, c->m->cfg.act, want_grad);
     cpu_rows_init(xo, D, xm, D, w->b_out, N, D);
     cpu_gemm(xo, D, c->G, F, w->W_out, D, N, D, F, 0, 1.0f);
 }
 
 /* The last block, pruned, then the final LN and the unembedding: X[L-1] -> ACT, LOG. */
-static void block_last(cpu_impl *c, int B) {
+static void block_last(cpu_impl *c, int B, int want_grad) {
     const lpe_model *m = c->m;
     int l = c->L - 1;
     const lpe_layer *w = &m->layers[l];
@@ -86,7 +86,7 @@ static void block_last(cpu_impl *c, int B) {
         cpu_ln_fwd(c->A, D, c->mu2l, c->rs2l, c->XMl, D, w->ln2_w, w->ln2_b, B, D, eps);
         cpu_rows_init(c->HPl, F, NULL, 0, w->b_in, B, F);
         cpu_gemm(c->HPl, F, c->A, D, w->W_in, F, B, F, D, 0, 1.0f);
-        cpu_act_fwd(c->G, c->HPl, (size_t)B * F, m->cfg.act);
+        cpu_act_fwd(c->G, c->HPl, (size_t)B * F, m->cfg.act, want_grad);
         cpu_rows_init(c->XF, D, c->XMl, D, w->b_out, B, D);
         cpu_gemm(c->XF, D, c->G, F, w->W_out, D, B, D, F, 0, 1.0f);
         xf = c->XF;
@@ -99,8 +99,8 @@ static void block_last(cpu_impl *c, int B) {
     cpu_gemm(c->LOG, V, c->ACT, D, m->W_U, V, B, V, D, 0, m->b_U ? 1.0f : 0.0f);
 }
 
-void cpu_forward(cpu_impl *c, int B) {
+void cpu_forward(cpu_impl *c, int B, int want_grad) {
     embed(c, c->X, B);
-    for (int l = 0; l < c->L - 1; l++) block_full(c, l, B);
-    block_last(c, B);
+    for (int l = 0; l < c->L - 1; l++) block_full(c, l, B, want_grad);
+    block_last(c, B, want_grad);
 }

@@ -139,29 +139,17 @@ static inline float fphi(float x) {
 #define INV_SQRT_2PI 0.39894228040143267794f /* 1/sqrt(2 pi) */
 #define GELU_C 0.044715f
 
-void cpu_act_fwd(float *y, const float *h, size_t n, int act) {
-    if (act == LPE_ACT_GELU) {
+void cpu_act_fwd(float *y, float *h, size_t n, int act, int keep_grad) {
+    if (act == LPE_ACT_GELU && !keep_grad) {
 #pragma omp parallel for simd schedule(static) CPU_PAR(n)
         for (size_t i = 0; i < n; i++) y[i] = h[i] * fphi(h[i]);
-    } else if (act == LPE_ACT_GELU_NEW) {
-#pragma omp parallel for simd schedule(static) CPU_PAR(n)
-        for (size_t i = 0; i < n; i++) {
-            float x = h[i], u = SQRT2_PI * (x + GELU_C * x * x * x);
-            y[i] = x / (1.0f + fexp(-2.0f * u));
-        }
-    } else {
-#pragma omp parallel for simd schedule(static) CPU_PAR(n)
-        for (size_t i = 0; i < n; i++) y[i] = h[i] > 0 ? h[i] : 0.0f;
-    }
-}
-
-void cpu_act_bwd(float *dy, const float *h, size_t n, int act) {
-    if (act == LPE_ACT_GELU) {
+    } else if (act == LPE_ACT_GELU) {
         /* d/dx x Phi(x) = Phi(x) + x phi(x) */
 #pragma omp parallel for simd schedule(static) CPU_PAR(n)
         for (size_t i = 0; i < n; i++) {
-            float x = h[i];
-            dy[i] *= fphi(x) + x * INV_SQRT_2PI * fexp(-0.5f * x * x);
+            float x = h[i], p = fphi(x);
+            y[i] = x * p;
+            h[i] = p + x * INV_SQRT_2PI * fexp(-0.5f * x * x);
         }
     } else if (act == LPE_ACT_GELU_NEW) {
         /* d/dx x s(2u) = s + x s (1 - s) 2 u',  s = sigmoid(2u) */
@@ -169,10 +157,21 @@ void cpu_act_bwd(float *dy, const float *h, size_t n, int act) {
         for (size_t i = 0; i < n; i++) {
             float x = h[i], u = SQRT2_PI * (x + GELU_C * x * x * x);
             float sg = 1.0f / (1.0f + fexp(-2.0f * u));
-            dy[i] *= sg + x * sg * (1.0f - sg) * 2.0f * SQRT2_PI * (1.0f + 3.0f * GELU_C * x * x);
+            y[i] = x * sg;
+            if (keep_grad)
+                h[i] = sg + x * sg * (1.0f - sg) * 2.0f * SQRT2_PI * (1.0f + 3.0f * GELU_C * x * x);
         }
     } else {
 #pragma omp parallel for simd schedule(static) CPU_PAR(n)
-        for (size_t i = 0; i < n; i++) dy[i] = h[i] > 0 ? dy[i] : 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            float x = h[i];
+            y[i] = x > 0 ? x : 0.0f;
+            if (keep_grad) h[i] = x > 0 ? 1.0f : 0.0f;
+        }
     }
+}
+
+void cpu_mul(float *y, const float *d, size_t n) {
+#pragma omp parallel for simd schedule(static) CPU_PAR(n)
+    for (size_t i = 0; i < n; i++) y[i] *= d[i];
 }
