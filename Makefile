@@ -43,7 +43,7 @@ endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 
 # ---- flags --------------------------------------------------------------------------------
-VERSION := $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
+VERSION := mut
 CPPFLAGS := -Iinclude $(HDF5_CFLAGS) $(BLAS_CFLAGS) -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fno-math-errno
 LDLIBS   := $(HDF5_LIBS) $(INIH_LIBS) $(BLAS_LIBS) -lm -lpthread
@@ -69,9 +69,12 @@ features:
 	@echo "lpe $(VERSION): HDF5 $(if $(HAVE_HDF5),found,NOT FOUND) | inih $(if $(HAVE_INIH),found,NOT FOUND) | $(BLAS_KIND) $(if $(HAVE_BLAS),found,NOT FOUND) | OpenMP $(if $(HAVE_OPENMP),found,not found) | CUDA $(if $(HAVE_CUDA),found (arch $(CUDA_ARCH)),not built$(if $(CU_SRCS),, (no kernels yet)))"
 	@test -n "$(HAVE_HDF5)" -a -n "$(HAVE_INIH)" -a -n "$(HAVE_BLAS)" || { echo "missing required libraries: run tools/setup.sh"; exit 2; }
 
-$(BUILD)/%.o: %.c $(wildcard include/lpe/*.h) Makefile
+# -MMD: each object also depends on the headers it includes (private ones in src/*/ too)
+$(BUILD)/%.o: %.c Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/src/main.d
 
 $(BUILD)/%.o: %.cu $(wildcard include/lpe/*.h) $(wildcard kernels/*.cuh) Makefile
 	@mkdir -p $(dir $@)
@@ -93,7 +96,9 @@ bin/lpe: $(BUILD)/src/main.o $(BUILD)/liblpe.a
 
 bin/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/liblpe.a
 	@mkdir -p bin/tests
-	$(CC) $(CPPFLAGS) -Itests/c $(CFLAGS) $< $(BUILD)/liblpe.a -o $@ $(LDLIBS)
+	$(CC) $(CPPFLAGS) -Itests/c $(CFLAGS) -MMD -MP -MF $(BUILD)/tests/$*.d $< $(BUILD)/liblpe.a -o $@ $(LDLIBS)
+
+-include $(TEST_BINS:bin/tests/%=$(BUILD)/tests/%.d)
 
 # every test: C unit tests, then the Python tests (which drive bin/lpe and read its HDF5 output)
 test: all $(TEST_BINS)

@@ -29,8 +29,9 @@ static const char *usage_text =
     "  --out OUT.h5          output (never overwritten unless --force)\n"
     "  --samples N           number of samples (an integer, 1e9 or 2^32)\n"
     "  --shard i/N           only shard i (0 <= i < N) of the N samples: a contiguous range of\n"
-    "                        sample numbers; the counts of all shards add up exactly to the\n"
-    "                        unsharded run (combine them with `lpe truth merge`)\n"
+    "                        whole blocks of 4096 sample numbers; with a --batch dividing 4096\n"
+    "                        (the default does) the counts of all shards add up bit for bit to\n"
+    "                        the unsharded run (combine them with `lpe truth merge`)\n"
     "  --seed S              seed of the samples (default 0; sample n depends only on S and n)\n"
     "  --exact               enumerate every input (at most --exact-limit, default 2^24)\n"
     "  --backend NAME        cpu, cuda or auto (default auto)\n"
@@ -227,10 +228,11 @@ int lpe_cmd_truth(int argc, char **argv) {
         lpe_backend_destroy(be);
     } else {
         uint64_t first, end;
-        lpe_truth_shard_range(&first, &end, n_samples, si, sn);
+        lpe_truth_shard_range(&first, &end, n_samples, si, sn, LPE_TRUTH_SHARD_BLOCK);
         if (end == first)
-            lpe_fail_input("--shard %s: shard is empty (%llu samples in %llu shards)", shard,
-                           (unsigned long long)n_samples, (unsigned long long)sn);
+            lpe_fail_input("--shard %s: shard is empty (%llu samples in %llu shards of whole "
+                           "blocks of %u samples)", shard, (unsigned long long)n_samples,
+                           (unsigned long long)sn, LPE_TRUTH_SHARD_BLOCK);
         t.seed = seed;
         t.counts = lpe_calloc((size_t)t.d_vocab, sizeof(uint64_t));
         char ckpt_path[1100];

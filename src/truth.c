@@ -117,11 +117,15 @@ void lpe_truth_exact(double *probs /* [V] */, lpe_backend *be, const lpe_dist *d
 
 /* ---- shards ------------------------------------------------------------------------------ */
 
-void lpe_truth_shard_range(uint64_t *a, uint64_t *b, uint64_t n, uint64_t i, uint64_t N) {
-    LPE_ASSERT(N >= 1 && i < N);
-    uint64_t q = n / N, r = n % N; /* the first r shards get one more sample */
-    *a = i * q + (i < r ? i : r);
-    *b = *a + q + (i < r ? 1 : 0);
+void lpe_truth_shard_range(uint64_t *a, uint64_t *b, uint64_t n, uint64_t i, uint64_t N,
+                           uint64_t block) {
+    LPE_ASSERT(N >= 1 && i < N && block >= 1);
+    /* whole blocks, so that shards see the unsharded run's batches (see LPE_TRUTH_SHARD_BLOCK) */
+    uint64_t nb = n / block + (n % block != 0);
+    uint64_t q = nb / N, r = nb % N; /* the first r shards get one more block */
+    uint64_t ba = i * q + (i < r ? i : r), bb = ba + q + (i < r ? 1 : 0);
+    *a = ba * block < n ? ba * block : n;
+    *b = bb * block < n ? bb * block : n;
 }
 
 static int parse_u64(const char *s, const char *end, uint64_t *v) {

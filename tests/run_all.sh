@@ -6,6 +6,9 @@
 set -u
 cd "$(dirname "$0")/.."
 which=${1:-all}; shift || true
+# OpenMP threads that spin while waiting lose whole scheduler slices when the cores are shared
+# (CI, a busy workstation); sleeping is as fast when they are not.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 passed=0; failed=0; failed_names=()
 
 if [ "$which" = all ] || [ "$which" = c ]; then

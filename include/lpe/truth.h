@@ -34,6 +34,12 @@
 #define LPE_TRUTH_FORMAT_VERSION 1
 #define LPE_TRUTH_EXACT_LIMIT (1ull << 24) /* default largest input space enumerated */
 #define LPE_TRUTH_STREAM_SLOT 0            /* stream = lpe_stream(LPE_STREAM_INPUT, 0) */
+/* Shard boundaries are multiples of this many samples. A backend row is bit-identical across
+ * runs only for the same batch size and row position (BLAS kernels are chosen by shape), so
+ * shards run with a batch size dividing it (any power of two up to it; the default 1024) feed
+ * the backend exactly the unsharded run's batches, and their counts add up to it bit for bit.
+ * Other batch sizes can differ by float rounding, which moves an argmax only at exact near-ties. */
+#define LPE_TRUTH_SHARD_BLOCK 4096u
 
 typedef struct {
     int d_vocab;            /* V */
@@ -71,8 +77,10 @@ void lpe_truth_sample(uint64_t *counts /* [V] */, lpe_backend *be, const lpe_dis
 void lpe_truth_exact(double *probs /* [V] */, lpe_backend *be, const lpe_dist *d,
                      const lpe_truth_opts *opt);
 
-/* Shard i of N (0 <= i < N) of [0, n): [*a, *b), contiguous, sizes differing by at most one. */
-void lpe_truth_shard_range(uint64_t *a, uint64_t *b, uint64_t n, uint64_t i, uint64_t N);
+/* Shard i of N (0 <= i < N) of [0, n): [*a, *b), contiguous, made of whole blocks of `block`
+ * samples (LPE_TRUTH_SHARD_BLOCK), shard sizes differing by at most one block. */
+void lpe_truth_shard_range(uint64_t *a, uint64_t *b, uint64_t n, uint64_t i, uint64_t N,
+                           uint64_t block);
 /* Parse "i/N" (exit 2 naming `what` on bad syntax or i >= N). */
 void lpe_truth_parse_shard(const char *s, const char *what, uint64_t *i, uint64_t *N);
 

@@ -130,7 +130,7 @@ def test_sweep(case):
     alone, _ = run(case, "alone", ini_text(budget=256, methods="[method naive]\n"))
     with h5py.File(out, "r") as f, h5py.File(alone, "r") as g:
         for n in ("a", "b"):
-            assert sorted(f[n].keys()) == ["naive@budget=1024", "naive@budget=2^8", "targets", "true_prob"]
+            assert sorted(f[n].keys()) == ["eval", "naive@budget=1024", "naive@budget=2^8", "targets", "true_prob"]
             s = f[n]["naive@budget=2^8"]
             assert s.attrs["sweep"] == "budget=2^8" and s.attrs["budget"] == 256
             assert np.all(s["model_calls"][:] == 256)

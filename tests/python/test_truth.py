@@ -129,16 +129,18 @@ def test_sampled_against_exact(case):
 
 def test_shards_merge_bit_for_bit(case):
     d = case["dir"]
-    N = 30001  # uneven shards: 10001, 10000, 10000
+    # uneven shards of whole 4096-sample blocks (LPE_TRUTH_SHARD_BLOCK): 3, 3 and 1.3 blocks;
+    # batch sizes dividing the block, so every shard sees the unsharded run's batches
+    N = 30001
     common = ["--model", case["model"], "--dist", case["dist"], "--name", "a", "--samples", N,
               "--seed", 7]
     lpe("truth", *common, "--out", d / "full.h5", "--batch", 256, check=0)
-    lpe("truth", *common, "--shard", "0/3", "--out", d / "s0.h5", "--batch", 100, check=0)
-    lpe("truth", *common, "--shard", "1/3", "--out", d / "s1.h5", "--batch", 1000, check=0, env=ENV2)
-    lpe("truth", *common, "--shard", "2/3", "--out", d / "s2.h5", "--batch", 7, check=0)
+    lpe("truth", *common, "--shard", "0/3", "--out", d / "s0.h5", "--batch", 256, check=0)
+    lpe("truth", *common, "--shard", "1/3", "--out", d / "s1.h5", "--batch", 256, check=0, env=ENV2)
+    lpe("truth", *common, "--shard", "2/3", "--out", d / "s2.h5", "--batch", 256, check=0)
     full, _, _ = read_counts(d / "full.h5")
     parts = [read_counts(d / f"s{i}.h5") for i in range(3)]
-    assert [p[2].tolist() for p in parts] == [[[0, 10001]], [[10001, 20001]], [[20001, 30001]]]
+    assert [p[2].tolist() for p in parts] == [[[0, 12288]], [[12288, 24576]], [[24576, 30001]]]
     assert np.array_equal(sum(p[0] for p in parts), full)
     # merge in any order; the result has the whole range
     lpe("truth", "merge", d / "merged.h5", d / "s2.h5", d / "s0.h5", d / "s1.h5", check=0)
@@ -147,7 +149,7 @@ def test_shards_merge_bit_for_bit(case):
     # two of three shards: ranges kept apart
     lpe("truth", "merge", d / "m02.h5", d / "s0.h5", d / "s2.h5", check=0)
     _, a, r = read_counts(d / "m02.h5")
-    assert r.tolist() == [[0, 10001], [20001, 30001]] and a["n_samples"] == 20001
+    assert r.tolist() == [[0, 12288], [24576, 30001]] and a["n_samples"] == 12288 + 5425
     # the same seed reproduces the counts; another seed does not
     lpe("truth", *common, "--out", d / "full_again.h5", check=0)
     assert np.array_equal(read_counts(d / "full_again.h5")[0], full)
