@@ -129,7 +129,14 @@ static int parse_value(lpe_param_value *v, const lpe_param_spec *s, const char *
     memcpy(v->str, buf, len + 1);
     v->n = 0;
     if (s->type == LPE_P_STRING) {
+        /* a list string (a sweep over, e.g., variant = paper, arc) splits at commas; any other
+         * string keeps its commas (names = hex, camel is one value) */
         v->n = 1;
+        for (const char *c = buf; s->list && (c = strchr(c, ',')); c++) v->n++;
+        if (v->n > LPE_MAX_LIST) {
+            snprintf(err, errn, "more than %d values", LPE_MAX_LIST);
+            return 1;
+        }
         return 0;
     }
     const char *p = buf;
@@ -263,7 +270,7 @@ const char *lpe_param_text(const lpe_params *p, const char *key, int i, char *bu
     int k = find_required(p, key);
     const lpe_param_value *v = &p->val[k];
     LPE_ASSERT(i >= 0 && i < (v->n ? v->n : 1) && n > 0);
-    if (p->spec[k]->type == LPE_P_STRING) {
+    if (p->spec[k]->type == LPE_P_STRING && !p->spec[k]->list) {
         trim_copy(buf, (size_t)n, v->str, strlen(v->str));
         return buf;
     }

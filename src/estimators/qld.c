@@ -86,7 +86,7 @@ static void qld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
 }
 
 static const lpe_param_spec qld_params[] = {
-    {"variant", LPE_P_STRING, "paper", 1, 0, 0,
+    {"variant", LPE_P_STRING, "paper", 1, 0, 1,
      "paper: SPEC 4's definition | arc: the public code's three deviations"},
     {"batch", LPE_P_INT, "0", 0, 1 << 24, 0,
      "rows per backend call for the activation samples (0: the backend's batch)"},

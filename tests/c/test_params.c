@@ -107,8 +107,17 @@ int main(void) {
     /* added specs (the runner's common budget key) */
     static const lpe_param_spec extra[] = {{"note", LPE_P_STRING, "", 1, 0, 0, "free text"}, {NULL}};
     lpe_params_add_spec(&p, extra);
-    lpe_params_set(&p, "note", "hello", 9);
-    CHECK(strcmp(lpe_param_str(&p, "note"), "hello") == 0, "added key");
+    lpe_params_set(&p, "note", "hello, world", 9);
+    CHECK(strcmp(lpe_param_str(&p, "note"), "hello, world") == 0, "a non-list string keeps commas");
+    /* a list string is a sweep over its items */
+    static const lpe_param_spec slist[] = {{"variant", LPE_P_STRING, "paper", 1, 0, 1, "v"}, {NULL}};
+    lpe_params q;
+    lpe_params_init(&q, slist, "t.ini", "method qld");
+    lpe_params_set(&q, "variant", "paper, arc", 4);
+    CHECK(lpe_param_count(&q, "variant") == 2, "string list count %d", lpe_param_count(&q, "variant"));
+    CHECK(!strcmp(lpe_param_text(&q, "variant", 1, buf, sizeof buf), "arc"), "item '%s'", buf);
+    lpe_params_pick(&q, "variant", 1);
+    CHECK(!strcmp(lpe_param_str(&q, "variant"), "arc"), "picked '%s'", lpe_param_str(&q, "variant"));
 
     /* rejected values: exit 2 with file:line and what was wrong */
     expect_fail("budgit", "10", "unknown key 'budgit'");
