@@ -62,9 +62,9 @@ def write_jsonl_gz(path, field, texts):
             f.write(json.dumps({field: t, "meta": 1}) + "\n")
 
 
-@pytest.fixture(scope="module")
-def corpora(tmp_path_factory, tok):
-    d = tmp_path_factory.mktemp("corpora")
+def write_standin_corpora(d, tok):
+    """C4 / Spanish C4 / CodeParrot stand-ins under d (code/, en/, es/) made of tok's own tokens;
+    returns the camel tokens used. Also used by test_notebook.py's pipeline test."""
     camel = single_tokens(tok, recipes.is_camel, 12)
     caps = single_tokens(tok, recipes.is_caps, 6)
     words = {c: single_tokens(tok, lambda s, c=c: recipes.is_icl_word(s, c), 2) for c in "ARCTHEOY"}
@@ -80,7 +80,13 @@ def corpora(tmp_path_factory, tok):
         write_jsonl_gz(d / "en" / f"c4-train.0000{f}-of-00002.json.gz", "text", texts)
     write_jsonl_gz(d / "es" / "c4-es.tfrecord-00000-of-00001.json.gz", "text",
                    ["El niño come manzanas en la casa grande."] * 4)
-    return d, camel
+    return camel
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory, tok):
+    d = tmp_path_factory.mktemp("corpora")
+    return d, write_standin_corpora(d, tok)
 
 
 def export(d, out, *extra):
