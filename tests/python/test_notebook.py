@@ -149,7 +149,7 @@ def test_paper_inis_carry_spec9():
             assert float(c[f"method {method}"]["temperature"]) == t, (path, method)
             assert c["method itgis"]["batch"] == "256" and c["method itgis"]["decay"] == "0.9"
             assert c["method mhis"]["walkers"] == "32" and c["method mhis"]["burn_in"] == "2^10"
-            assert c["method qld"] == {"variant": "paper", "count_batch": "512"}
+            assert c["method qld"] == {"variant": "paper, arc", "count_batch": "512"}
     assert len(outputs) == 24
 
 
@@ -225,4 +225,5 @@ def test_paper_pipeline_on_standins(tmp_path):
     shutil.copytree(ROOT / "tools", tmp_path / "tools", ignore=shutil.ignore_patterns("__pycache__"))
     ns = run_notebook(str(NB), env={"LPE_RESULTS": "results/paper/runs/*/*.h5"}, cwd=str(tmp_path))
     assert ns["labels"] == ["gelu-1l"] and len(ns["models"]["gelu-1l"]["dists"]) == 8
-    assert {m for (_, m) in ns["headline"]} == {"const", "naive", "itgis", "mhis", "qld", "gld"}
+    assert {m for (_, m) in ns["headline"]} == {"const", "naive", "itgis", "mhis", "qld@variant=paper",
+                                                "qld@variant=arc", "gld"}
