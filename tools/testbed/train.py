@@ -14,8 +14,8 @@ train stream, whose targets are the window shifted by one (BOS predicts its firs
 model always sees BOS first, as every SPEC-7 input does. AdamW, linear warm-up then cosine
 decay to a tenth, a fixed number of steps (reproducible: the schedule does not depend on speed).
 
-Held-out loss: non-overlapping windows of the held-out stream built the same way, mean nats per
-predicted token. Baselines on exactly the same predictions: unigram (add-one) and bigram with
+Held-out loss: non-overlapping windows of each sub-corpus' held-out stream built the same way,
+mean nats per predicted token, overall and per sub-corpus. Baselines on exactly the same predictions: unigram (add-one) and bigram with
 Dirichlet smoothing toward the unigram, mu picked on the held-out text itself (flattering the
 baseline, not the model).
 
@@ -69,12 +69,24 @@ def token_stream(corpus_dir: Path, tok, split: str, cache_dir: Path) -> np.ndarr
     return s
 
 
-def heldout_windows(stream: np.ndarray, ctx: int, max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+def heldout_windows(stream: np.ndarray, ctx: int) -> tuple[np.ndarray, np.ndarray]:
     """(inputs [n, ctx], targets [n, ctx]): [BOS] + w[:-1] -> w for consecutive windows w."""
-    n = min(len(stream) // ctx, max_tokens // ctx)
+    n = len(stream) // ctx
     w = stream[: n * ctx].reshape(n, ctx)
     x = np.concatenate([np.full((n, 1), tok_mod.BOS, np.int32), w[:, :-1]], axis=1)
     return x, w
+
+
+def heldout_by_corpus(corpus_dir: Path, tok, ctx: int) -> dict:
+    """{corpus: (inputs, targets)}: the held-out items of each sub-corpus, each followed by
+    EOS, concatenated and cut into windows."""
+    out = {}
+    for name in ("code", "english", "spanish"):
+        its = [it["text"] for it in corpus_mod.read(corpus_dir / f"{name}.jsonl", "heldout")]
+        ids = [np.asarray(e.ids + [tok_mod.EOS], np.int32)
+               for e in tok.encode_batch(its, add_special_tokens=False)]
+        out[name] = heldout_windows(np.concatenate(ids), ctx)
+    return out
 
 
 # ---- model ---------------------------------------------------------------------------------
@@ -157,37 +169,52 @@ def load_model(path: str) -> GPT:
 # ---- losses --------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def model_loss(m: GPT, x: np.ndarray, y: np.ndarray, batch: int = 64) -> float:
-    tot, n = 0.0, 0
-    for i in range(0, len(x), batch):
-        xb, yb = torch.from_numpy(x[i:i + batch]).long(), torch.from_numpy(y[i:i + batch]).long()
-        lg = m(xb)
-        tot += F.cross_entropy(lg.reshape(-1, lg.shape[-1]), yb.reshape(-1), reduction="sum").item()
-        n += yb.numel()
-    return tot / n
-
-
-def baseline_losses(train: np.ndarray, x: np.ndarray, y: np.ndarray, V: int) -> dict:
-    """Unigram (add-one) and bigram (Dirichlet toward the unigram, best mu on this text) losses
-    of the predictions y given the previous tokens x, in nats per token."""
+def baseline_logprobs(train: np.ndarray, x: np.ndarray, y: np.ndarray, V: int,
+                      mus=(0.3, 1, 3, 10, 30, 100, 300, 1000)) -> tuple[np.ndarray, dict]:
+    """Unigram (add-one) and bigram log-probabilities of the predictions y given the previous
+    tokens x: (unigram [n], {mu: bigram [n]}), the bigram with Dirichlet smoothing toward the
+    unigram for each mu."""
     uni = (np.bincount(train, minlength=V) + 1.0) / (len(train) + V)
     prev, nxt = x.reshape(-1).astype(np.int64), y.reshape(-1).astype(np.int64)
     codes = train[:-1].astype(np.int64) * V + train[1:]
     pairs, pair_counts = np.unique(codes, return_counts=True)
     ctx_counts = np.bincount(train[:-1], minlength=V).astype(np.float64)
     q = prev * V + nxt
-    idx = np.searchsorted(pairs, q)
-    idx = np.minimum(idx, len(pairs) - 1)
+    idx = np.minimum(np.searchsorted(pairs, q), len(pairs) - 1)
     c_ab = np.where(pairs[idx] == q, pair_counts[idx], 0).astype(np.float64)
     c_a = ctx_counts[prev]
-    best = None
-    for mu in (0.3, 1, 3, 10, 30, 100, 300, 1000):
-        loss = -np.mean(np.log((c_ab + mu * uni[nxt]) / (c_a + mu)))
-        if best is None or loss < best[0]:
-            best = (loss, mu)
-    return {"unigram": float(-np.mean(np.log(uni[nxt]))), "bigram": float(best[0]),
-            "bigram_mu": best[1]}
+    return np.log(uni[nxt]), {mu: np.log((c_ab + mu * uni[nxt]) / (c_a + mu)) for mu in mus}
+
+
+@torch.no_grad()
+def model_logprobs(m: GPT, x: np.ndarray, y: np.ndarray, batch: int = 64) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch):
+        xb, yb = torch.from_numpy(x[i:i + batch]).long(), torch.from_numpy(y[i:i + batch]).long()
+        lp = torch.log_softmax(m(xb), -1)
+        out.append(torch.gather(lp, -1, yb[..., None])[..., 0].reshape(-1).numpy())
+    return np.concatenate(out)
+
+
+def evaluate(m: GPT, train: np.ndarray, held: dict, V: int) -> dict:
+    """Held-out losses (nats per token) of the model and the baselines, over all held-out
+    windows and per sub-corpus; the bigram's mu is the best on all held-out windows."""
+    lp_m, lp_u, lp_b = {}, {}, {}
+    for name, (x, y) in held.items():
+        lp_m[name] = model_logprobs(m, x, y)
+        lp_u[name], lp_b[name] = baseline_logprobs(train, x, y, V)
+    cat = lambda d: np.concatenate(list(d.values()))  # noqa: E731
+    mus = list(next(iter(lp_b.values())))
+    mu = min(mus, key=lambda u: -np.mean(np.concatenate([lp_b[n][u] for n in held])))
+    res = {"heldout_loss": float(-cat(lp_m).mean()), "unigram_loss": float(-cat(lp_u).mean()),
+           "bigram_loss": float(-np.mean(np.concatenate([lp_b[n][mu] for n in held]))),
+           "bigram_mu": mu, "heldout_tokens": int(sum(v[1].size for v in held.values())),
+           "per_corpus": {}}
+    for n in held:
+        res["per_corpus"][n] = {"tokens": int(held[n][1].size),
+                                "model": float(-lp_m[n].mean()), "unigram": float(-lp_u[n].mean()),
+                                "bigram": float(-lp_b[n][mu].mean())}
+    return res
 
 
 # ---- lpe check -----------------------------------------------------------------------------
@@ -237,7 +264,8 @@ def main() -> None:
     ap.add_argument("--wd", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--heldout-tokens", type=int, default=2**18)
+    ap.add_argument("--eval", action="store_true",
+                    help="no training: evaluate --out (an existing model file), update --report")
     ap.add_argument("--cache", default=str(ROOT / "build" / "testbed"))
     ap.add_argument("--report", help="JSON file of losses (updated, one entry per model)")
     ap.add_argument("--lpe", default=str(ROOT / "bin" / "lpe"))
@@ -250,8 +278,16 @@ def main() -> None:
     V = tok.get_vocab_size(with_added_tokens=True)
     corpus_dir = Path(a.corpus)
     train = token_stream(corpus_dir, tok, "train", Path(a.cache))
-    held = token_stream(corpus_dir, tok, "heldout", Path(a.cache))
-    hx, hy = heldout_windows(held, a.ctx, a.heldout_tokens)
+    held = heldout_by_corpus(corpus_dir, tok, a.ctx)
+    if a.eval:
+        m = load_model(a.out)
+        res = evaluate(m, train, held, V)
+        print(json.dumps(res, indent=1), file=sys.stderr)
+        if a.report:
+            rep = json.loads(Path(a.report).read_text())
+            rep[Path(a.out).stem].update(res)
+            Path(a.report).write_text(json.dumps(rep, indent=1) + "\n")
+        return
     cfg = {"n_layers": a.layers, "d_model": a.d_model, "n_heads": a.heads, "d_head": a.d_head,
            "d_mlp": a.d_mlp, "d_vocab": V, "n_ctx": a.ctx, "act_fn": "gelu", "ln_eps": 1e-5,
            "attn_only": 0}
@@ -290,18 +326,16 @@ def main() -> None:
               f"{el / a.bench:.3f} s/step", file=sys.stderr)
         return
 
-    held_loss = model_loss(m, hx, hy)
-    base = baseline_losses(train, hx, hy, V)
+    ev = evaluate(m, train, held, V)
     lpefiles.write_model(a.out, cfg, m.weights(), vocab=tok_mod.token_bytes(tok))
-    rows = [list(hx[0][:17]), list(hx[1]), [tok_mod.BOS] + list(hy[2][:8])]
+    hx, hy = held["english"]
+    rows = [list(hx[0][:17]), list(hx[1]), [tok_mod.BOS] + list(held["code"][1][2][:8])]
     err = check_with_lpe(m, a.out, a.lpe, [[int(t) for t in r] for r in rows])
     res = {"layers": a.layers, "config": cfg, "steps": a.steps, "batch": a.batch, "lr": a.lr,
            "seed": a.seed, "train_tokens_seen": a.steps * a.batch * a.ctx,
-           "train_stream_tokens": int(len(train)), "heldout_tokens": int(hy.size),
+           "train_stream_tokens": int(len(train)),
            "seconds": round(el, 1), "threads": a.threads, "torch": torch.__version__,
-           "heldout_loss": held_loss, **{f"{k}_loss" if k != "bigram_mu" else k: v
-                                         for k, v in base.items()},
-           "lpe_forward_max_rel_err": err}
+           **ev, "lpe_forward_max_rel_err": err}
     print(json.dumps(res, indent=1), file=sys.stderr)
     if a.report:
         rep = json.loads(Path(a.report).read_text()) if Path(a.report).exists() else {}
