@@ -533,6 +533,12 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
 def write(out: str, cfg: dict, w: dict, vocab: list | None, attrs: dict, force: bool) -> None:
     """Model file with provenance attributes, appearing atomically at `out`."""
     if os.path.exists(out) and not force:
@@ -547,6 +553,7 @@ def write(out: str, cfg: dict, w: dict, vocab: list | None, attrs: dict, force: 
         with h5py.File(tmp, "a") as f:
             for k, v in attrs.items():
                 f.attrs[k] = v
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

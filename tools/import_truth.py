@@ -178,6 +178,9 @@ def import_counts(counts_path: str, model: str, dists: str, name: str, out: str,
             f.create_dataset("ranges", data=np.array([[0, n_samples]], dtype=np.uint64))
             for key, v in attrs.items():
                 f.attrs[key] = v
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
