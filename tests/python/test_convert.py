@@ -19,6 +19,7 @@ term (a bias, a transposed head split, a missing LayerNorm) moves them by >= 1e-
 test_tolerance_catches_a_wrong_head_split shows the check fails on such a mistake.
 """
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -208,6 +209,9 @@ def test_tl_checkpoint_matches_transformerlens(tmp_path, tokenizer_file, case):
         assert ("unembed/b_U" in f) == case.endswith("b_U")
         assert f.attrs["act_fn"] == m.cfg.act_fn and int(f.attrs["attn_only"]) == int(m.cfg.attn_only)
         assert f.attrs["source"] == "model_final.pth" and len(f.attrs["source_sha256"]) == 64
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_tl_without_config_infers_the_shape(tmp_path):

@@ -83,6 +83,7 @@ def test_import_matches_what_lpe_truth_writes(setup, tmp_path, dtype):
             assert type(ra[k]) is type(rb[k]), k
     assert rb["distribution"] == "colon"  # the paper's "indent" is SPEC 7's "colon"
     assert rb["source"] == "frequencies32-indent.pt" and len(rb["source_sha256"]) == 64
+    assert out.stat().st_mode & 0o777 == ref.stat().st_mode & 0o777  # the mode lpe truth gives
 
 
 def test_imported_truth_is_accepted_by_lpe_run_and_refused_for_another_dist(setup, tmp_path):
