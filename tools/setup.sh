@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything lpe needs on a fresh Debian machine (idempotent, quick when done already):
 #   Debian: build tools, HDF5 C library + tools, inih, OpenBLAS (OpenMP build), bc
-#   PyPI:   numpy, h5py, pytest (tests and tools), matplotlib (plots)
+#   PyPI:   numpy, h5py, pytest (tests and tools), matplotlib (plots);
+#           tools/requirements-tools.txt (torch, transformers, transformer-lens, tokenizers,
+#           safetensors: the checkpoint converters, the testbed builder and their tests;
+#           about 6 GB and 2 minutes on a fresh machine, skipped when already importable)
 set -eu
 need_apt=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -23,5 +26,15 @@ PY
 if [ -n "$py_missing" ]; then
   echo "setup: installing Python packages: $py_missing"
   python3 -m pip install -q $py_missing 2>&1 | grep -v -i 'warning: running pip as' || true
+fi
+tools_missing=$(python3 - <<'PY'
+import importlib.util
+mods = ["torch", "transformers", "transformer_lens", "tokenizers", "safetensors"]
+print(" ".join(m for m in mods if importlib.util.find_spec(m) is None))
+PY
+)
+if [ -n "$tools_missing" ]; then
+  echo "setup: installing the tools' Python packages (missing: $tools_missing)"
+  python3 -m pip install -q -r "$(dirname "$0")/requirements-tools.txt" 2>&1 | grep -v -i 'warning: running pip as' || true
 fi
 echo "setup: ok"
