@@ -13,7 +13,8 @@ frequencies32-{dist}.pt. Their names "indent" and "ifelse" are our "colon" and "
 defaults to the file's name mapped that way.
 
 Checks: a 1-d tensor of d_vocab entries (the model file's), every entry a finite non-negative
-integer, summing to --n-samples (default 2^32) exactly. Output: what `lpe truth` writes for a
+integer, summing to --n-samples (default 2^32) exactly ('--n-samples sum' accepts the counts'
+own total, for counts rounded by float32 storage: 2^-24 relative error at most per entry). Output: what `lpe truth` writes for a
 sampled run (src/truth.c): counts uint64 [V], ranges [[0, n]], attributes n_samples, exact = 0,
 model_sha256 (of the model file's bytes), distribution, distribution_sha256 (lpe's canonical
 hash of the normalised distribution, taken from `lpe dist show` so that it is lpe's own),
@@ -55,8 +56,10 @@ class InputError(Exception):
     pass
 
 
-def _int(s: str) -> int:
-    """65536, 2^16 or 6.5536e4 (as lpe's command line)."""
+def _int(s: str):
+    """65536, 2^16 or 6.5536e4 (as lpe's command line), or "sum"."""
+    if s == "sum":
+        return s
     m = re.fullmatch(r"\s*(\d+)\s*\^\s*(\d+)\s*", s)
     if m:
         return int(m.group(1)) ** int(m.group(2))
@@ -80,7 +83,9 @@ def stream_of(purpose: int, slot: int) -> int:
 
 
 def read_counts(path: str) -> np.ndarray:
-    """The published tensor as uint64 counts, refusing anything that is not counts."""
+    """The published tensor as uint64 counts, refusing anything that is not counts. Float32
+    holds integers exactly only up to 2^24: larger float32 counts may have been rounded when
+    they were saved, which the sum check then catches."""
     try:
         import torch
     except ImportError as e:  # pragma: no cover
@@ -154,9 +159,12 @@ def import_counts(counts_path: str, model: str, dists: str, name: str, out: str,
     if c.size != V:
         raise InputError(f"{counts_path}: {c.size} counts, but the model {model} has d_vocab = {V}")
     total = int(c.sum(dtype=np.uint64))
-    if total != n_samples:
+    if n_samples == "sum":
+        n_samples = total
+    if total != n_samples or total == 0:
         raise InputError(f"{counts_path}: counts sum to {total}, expected {n_samples} "
-                         "(--n-samples sets another total)")
+                         "(--n-samples sets another total; --n-samples sum takes the counts' own, "
+                         "e.g. for float32 counts rounded when saved)")
     dsha, k = dist_info(lpe, dists, name, V)
     attrs = {
         "n_samples": np.int64(n_samples), "exact": np.int64(0),
@@ -240,7 +248,8 @@ def main(argv=None) -> int:
         ap.add_argument("--dists", required=True, help="the exported distribution file")
         ap.add_argument("--name", help="distribution (default: from the file name)")
         ap.add_argument("--out", required=True, help="ground-truth file to write")
-        ap.add_argument("--n-samples", type=_int, default=2 ** 32, help="expected total (2^32)")
+        ap.add_argument("--n-samples", type=_int, default=2 ** 32,
+                        help="expected total (default 2^32); 'sum': whatever the counts sum to")
         ap.add_argument("--seed", type=int, default=0, help="seed label (see above; default 0)")
         ap.add_argument("--lpe", help="lpe binary (default bin/lpe of this repository)")
         ap.add_argument("--force", action="store_true")

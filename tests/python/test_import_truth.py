@@ -153,6 +153,18 @@ def test_paper_sized_float_counts(setup, tmp_path):
         assert int(f.attrs["n_samples"]) == 2 ** 32
     r = run_lpe("info", out, check=0)
     assert "4294967296" in r.stdout or "2^32" in r.stdout, r.stdout
+    # float32 storage rounds counts above 2^24: the sum check catches it; 'sum' accepts it
+    c32 = c.astype(np.float32)
+    assert c32.astype(np.float64).sum() != 2 ** 32
+    pt = save_pt(tmp_path / "frequencies32-colon.pt", c32)
+    rc, msg = run("--counts", pt, "--model", model, "--dists", dists, "--out", out, "--force")
+    assert rc == 2 and "--n-samples sum" in msg, msg
+    rc, msg = run("--counts", pt, "--model", model, "--dists", dists, "--out", out, "--force",
+                  "--n-samples", "sum")
+    assert rc == 0, msg
+    with h5py.File(out, "r") as f:
+        assert int(f.attrs["n_samples"]) == int(c32.astype(np.float64).sum())
+    run_lpe("info", out, check=0)  # lpe reads it: counts sum to n_samples
 
 
 @pytest.mark.parametrize("what,counts,named", [
