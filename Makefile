@@ -95,7 +95,7 @@ bin/lpe: $(BUILD)/src/main.o $(BUILD)/liblpe.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 bin/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/liblpe.a
-	@mkdir -p bin/tests
+	@mkdir -p bin/tests $(BUILD)/tests
 	$(CC) $(CPPFLAGS) -Itests/c $(CFLAGS) -MMD -MP -MF $(BUILD)/tests/$*.d $< $(BUILD)/liblpe.a -o $@ $(LDLIBS)
 
 -include $(TEST_BINS:bin/tests/%=$(BUILD)/tests/%.d)
