@@ -29,7 +29,8 @@ static void usage(FILE *f) {
             "                  [--metric fitted|unfitted|logsq|cv] [--zero const|drop|floor]\n\n"
             "Tables of the Itakura-Saito loss D(p, q) = p/q - ln(p/q) - 1, mean over targets, per\n"
             "(model, distribution, method) and the mean over distributions per (model, method);\n"
-            "one results file per model (labelled by its model file's name).\n\n"
+            "one column per model (labelled by its model file's name): files of one model with\n"
+            "disjoint distributions (one per distribution, say) are merged into its column.\n\n"
             "  --format   markdown (default) or csv (every metric, one row per model/dist/method)\n"
             "  --metric   fitted (default): after the per-(distribution, method) fit\n"
             "             ln q' = a ln q + b; unfitted: the raw estimates; logsq: mean\n"
@@ -174,6 +175,47 @@ int lpe_cmd_report(int argc, char **argv) {
             lpe_fail_input("%s: no distribution with targets and true_prob (not a results file "
                            "with ground truth?)", paths[i]);
         cap += F[i].n_means;
+    }
+    /* Files of one model whose distributions are disjoint are one column: the paper's protocol
+     * runs one file per (model, distribution) when the tuned parameters differ per distribution.
+     * Overlapping files of one model stay apart (two runs to compare). */
+    int n_merged = 0;
+    for (int i = 0; i < NF; i++) {
+        int n_in = 1;
+        for (int j = i + 1; j < NF; j++) {
+            if (!F[j].n_dists || strcmp(F[i].label, F[j].label)) continue;
+            int overlap = 0;
+            for (int a = 0; a < F[i].n_dists && !overlap; a++)
+                for (int b = 0; b < F[j].n_dists && !overlap; b++)
+                    overlap = !strcmp(F[i].d[a].name, F[j].d[b].name);
+            if (overlap) continue;
+            F[i].d = lpe_realloc(F[i].d, (size_t)(F[i].n_dists + F[j].n_dists) * sizeof *F[i].d);
+            memcpy(F[i].d + F[i].n_dists, F[j].d, (size_t)F[j].n_dists * sizeof *F[j].d);
+            F[i].n_dists += F[j].n_dists;
+            F[j].n_dists = 0; /* its distributions now belong to F[i] */
+            free(F[j].d);
+            F[j].d = NULL;
+            n_in++;
+        }
+        if (n_in > 1) {
+            lpe_eval_means(&F[i]);
+            char tmp[sizeof F[i].path];
+            snprintf(tmp, sizeof tmp, "%.900s and %d more files", F[i].path, n_in - 1);
+            memcpy(F[i].path, tmp, sizeof tmp);
+            n_merged += n_in - 1;
+        }
+    }
+    if (n_merged) {
+        int w = 0;
+        for (int i = 0; i < NF; i++) {
+            if (F[i].n_dists) {
+                if (w != i) paths[w] = paths[i];
+                F[w++] = F[i];
+            } else {
+                lpe_eval_free(&F[i]);
+            }
+        }
+        NF = w;
     }
     int *dup = lpe_calloc((size_t)NF, sizeof *dup); /* equal labels (two runs of one model) */
     for (int i = 0; i < NF; i++)

@@ -343,6 +343,40 @@ static void load_dist(lpe_eval_dist *d, hid_t file, const char *path, const char
     H5Gclose(g);
 }
 
+/* means over distributions, per method name (replacing any earlier ones) */
+void lpe_eval_means(lpe_eval_file *f) {
+    free(f->means);
+    f->n_means = 0;
+    int cap = 0;
+    for (int i = 0; i < f->n_dists; i++) cap += f->d[i].n_methods;
+    f->means = lpe_calloc((size_t)cap + 1, sizeof *f->means);
+    for (int i = 0; i < f->n_dists; i++)
+        for (int j = 0; j < f->d[i].n_methods; j++) {
+            const lpe_eval_method *m = &f->d[i].m[j];
+            if (m->s.n == 0) continue;
+            int k = 0;
+            while (k < f->n_means && strcmp(f->means[k].name, m->name)) k++;
+            lpe_eval_mean *e = &f->means[k];
+            if (k == f->n_means) {
+                f->n_means++;
+                snprintf(e->name, sizeof e->name, "%s", m->name);
+            }
+            e->n_dists++;
+            e->fitted += m->s.fitted;
+            e->unfitted += m->s.unfitted;
+            e->logsq += m->s.logsq;
+            e->cv += m->s.cv;
+        }
+    for (int k = 0; k < f->n_means; k++) {
+        lpe_eval_mean *e = &f->means[k];
+        e->fitted /= e->n_dists;
+        e->unfitted /= e->n_dists;
+        e->logsq /= e->n_dists;
+        e->cv /= e->n_dists;
+    }
+    qsort(f->means, (size_t)f->n_means, sizeof *f->means, cmp_mean);
+}
+
 void lpe_eval_load(lpe_eval_file *f, int64_t file_id, const char *path, lpe_zero_rule rule) {
     hid_t file = (hid_t)file_id;
     lpe_h5_quiet();
@@ -372,35 +406,7 @@ void lpe_eval_load(lpe_eval_file *f, int64_t file_id, const char *path, lpe_zero
     }
     free_names(names, nc);
 
-    /* means over distributions, per method name */
-    int cap = 0;
-    for (int i = 0; i < f->n_dists; i++) cap += f->d[i].n_methods;
-    f->means = lpe_calloc((size_t)cap + 1, sizeof *f->means);
-    for (int i = 0; i < f->n_dists; i++)
-        for (int j = 0; j < f->d[i].n_methods; j++) {
-            const lpe_eval_method *m = &f->d[i].m[j];
-            if (m->s.n == 0) continue;
-            int k = 0;
-            while (k < f->n_means && strcmp(f->means[k].name, m->name)) k++;
-            lpe_eval_mean *e = &f->means[k];
-            if (k == f->n_means) {
-                f->n_means++;
-                snprintf(e->name, sizeof e->name, "%s", m->name);
-            }
-            e->n_dists++;
-            e->fitted += m->s.fitted;
-            e->unfitted += m->s.unfitted;
-            e->logsq += m->s.logsq;
-            e->cv += m->s.cv;
-        }
-    for (int k = 0; k < f->n_means; k++) {
-        lpe_eval_mean *e = &f->means[k];
-        e->fitted /= e->n_dists;
-        e->unfitted /= e->n_dists;
-        e->logsq /= e->n_dists;
-        e->cv /= e->n_dists;
-    }
-    qsort(f->means, (size_t)f->n_means, sizeof *f->means, cmp_mean);
+    lpe_eval_means(f);
 }
 
 static void write_score_attrs(hid_t g, const lpe_eval_score *s) {

@@ -94,6 +94,8 @@ void lpe_eval_load(lpe_eval_file *f, int64_t file, const char *path, lpe_zero_ru
  * datasets fitted_estimate [T], loss [T]) and /eval/{method} (means, n_dists), replacing any
  * earlier evaluation. */
 void lpe_eval_write(int64_t file, const lpe_eval_file *f);
+/* (Re)compute f->means from f->d (after distributions were added to f). */
+void lpe_eval_means(lpe_eval_file *f);
 void lpe_eval_free(lpe_eval_file *f);
 
 /* Load, score and write into an open results file (the runner calls this before committing). */

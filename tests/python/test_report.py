@@ -168,3 +168,23 @@ def test_plot_results(tmp_path):
                         str(tmp_path / "nope.h5"), "--out", str(out)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_report_merges_files_of_one_model(tmp_path):
+    """One file per (model, distribution), as experiments/paper/ runs them: one column per model,
+    its mean over the union of the files' distributions."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    make_results(a, model="gelu-1l.h5", seed=1)
+    make_results(b, model="gelu-1l.h5", seed=2)
+    with h5py.File(b, "a") as f:
+        for d in ("d1", "d2", "d3"):
+            f.move(d, "e" + d[1:])
+    out = report(a, b).stdout
+    header = next(line for line in out.splitlines() if line.startswith("| method |"))
+    assert header == "| method | gelu-1l |"
+    assert "| method | d1 | d2 | e1 | e2 | mean |" in out
+    rows = list(csv.DictReader(io.StringIO(report(a, b, "--format", "csv").stdout)))
+    per = [float(r["fitted"]) for r in rows if r["method"] == "qld" and r["distribution"] != "(mean)"]
+    mean = [float(r["fitted"]) for r in rows if r["method"] == "qld" and r["distribution"] == "(mean)"]
+    # the CSV prints 4 significant digits
+    assert len(per) == 4 and len(mean) == 1 and mean[0] == pytest.approx(np.mean(per), rel=1e-3)
