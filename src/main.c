@@ -1,6 +1,8 @@
 /* main.c: `lpe` subcommand dispatch, nothing else. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lpe/cmd.h"
 #include "lpe/common.h"
@@ -29,6 +31,14 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* OpenMP threads that spin while waiting lose whole scheduler slices when the cores are
+     * shared (CI, a busy workstation: measured 30x slower on a small model); sleeping costs
+     * little when they are not. libgomp reads the policy when it is loaded, before main, so the
+     * default is set by running ourselves again once. OMP_WAIT_POLICY=active restores spinning. */
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv); /* returns only on failure: then carry on as we are */
+    }
     int a = 1;
     for (; a < argc && argv[a][0] == '-'; a++) {
         if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) {
