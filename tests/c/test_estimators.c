@@ -205,6 +205,7 @@ static void test_mhis(void) {
         tv += 0.5 * fabs(emp[i] - pi[i]);
         tv_p += 0.5 * fabs(p[i] - pi[i]);
     }
+    printf("MHIS chains: TV(chains, pi) = %.4f, TV(p, pi) = %.4f over %d states\n", tv, tv_p, N);
     /* 96000 correlated draws over 216 states: TV of iid draws would be ~0.01 */
     CHECK(tv < 0.04 && tv < 0.25 * tv_p, "TV(chains, pi) = %.4f, TV(p, pi) = %.4f", tv, tv_p);
 
@@ -216,6 +217,7 @@ static void test_mhis(void) {
         const char *kv2[] = {"temperature=1.0", "walkers=32", "burn_in=32"};
         run_method(&o, &w, "mhis", targets, 1, 99, lens[i], -1, kv2, 3);
         double err = fabs(o.estimate[0] - P), se = o.std_error[0];
+        printf("MHIS %lld recorded: %.4g (se %.2g), exact %.4g\n", lens[i], o.estimate[0], se, P);
         CHECK(se < 0.6 * se_prev, "MHIS standard error did not shrink: %.3g then %.3g", se_prev, se);
         if (i == 2) {
             CHECK(err <= 4 * se, "MHIS %lld: %.4g vs exact %.4g (se %.3g)", lens[i], o.estimate[0], P, se);
