@@ -2,7 +2,9 @@
  * input (exit 2, naming file and dataset); errors of the library itself are run-time failures. */
 #include "lpe/h5io.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +43,32 @@ void lpe_h5_close(hid_t file) {
     if (file >= 0) H5_CHECK(H5Fclose(file));
 }
 
+/* A process killed outright (SIGKILL, power loss) cannot remove its temporary file: remove
+ * PATH.tmp.PID files of processes that no longer exist. */
+static void remove_stale_tmp(const char *path) {
+    char dir[1024], base[1024];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    if (slash == path) snprintf(dir, sizeof dir, "/");
+    snprintf(base, sizeof base, "%s.tmp.", slash ? slash + 1 : path);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    size_t nb = strlen(base);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, base, nb)) continue;
+        char *end;
+        long pid = strtol(e->d_name + nb, &end, 10);
+        if (*end || pid <= 0) continue; /* not one of ours */
+        if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+            char p[2200];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
 void lpe_h5_create(lpe_h5_out *o, const char *path, int force) {
     lpe_h5_quiet();
     if (strlen(path) >= sizeof o->path) lpe_fail_input("%s: path too long", path);
@@ -48,6 +76,7 @@ void lpe_h5_create(lpe_h5_out *o, const char *path, int force) {
     if (stat(path, &st) == 0 && !force)
         lpe_fail_input("%s: exists already (use --force to overwrite)", path);
     snprintf(o->path, sizeof o->path, "%s", path);
+    remove_stale_tmp(path);
     snprintf(o->tmp, sizeof o->tmp, "%s.tmp.%ld", path, (long)getpid());
     lpe_cleanup_remove_on_fail(o->tmp);
     o->file = H5Fcreate(o->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);

@@ -19,6 +19,7 @@
 #include "lpe/backend.h"
 #include "lpe/common.h"
 #include "lpe/eval.h"
+#include "lpe/run_ckpt.h"
 #include "lpe/config.h"
 #include "lpe/dist.h"
 #include "lpe/estimator.h"
@@ -229,6 +230,10 @@ int lpe_run_experiment(const lpe_run_opts *o) {
     }
 
     lpe_results_root(out.file, c.text, c.ini_path, c.model, model.sha256, c.dists, c.seed);
+    lpe_run_ckpt ck;
+    lpe_run_ckpt_open(&ck, c.output, c.text, c.seed, model.sha256, o->force);
+    if (ck.resumed && !o->quiet)
+        fprintf(stderr, "lpe run: resuming from the checkpoint %s\n", ck.dir);
     if (!o->quiet)
         fprintf(stderr, "lpe run: %s -> %s (%d distribution%s, %d run%s)\n", c.ini_path, c.output,
                 c.n_names, c.n_names == 1 ? "" : "s", NR, NR == 1 ? "" : "s");
@@ -315,6 +320,16 @@ int lpe_run_experiment(const lpe_run_opts *o) {
         s->est = lpe_calloc((size_t)NR * (size_t)(s->T > 0 ? s->T : 1), sizeof *s->est);
         for (int r = 0; r < NR && s->T > 0; r++) {
             run_spec *rs = &runs[r];
+            if (lpe_run_ckpt_restore(&ck, (int64_t)g, dist->name, rs->group, s->targets, s->T)) {
+                int64_t dims[1] = {s->T};
+                char name[600];
+                snprintf(name, sizeof name, "%s/estimate", rs->group);
+                lpe_h5_read_into(s->est + (size_t)r * (size_t)s->T, g, ck.dir, name,
+                                 H5T_NATIVE_DOUBLE, 1, dims);
+                if (!o->quiet)
+                    fprintf(stderr, "lpe run: %s / %s: from the checkpoint\n", dist->name, rs->group);
+                continue;
+            }
             hid_t mg = lpe_h5_group(g, rs->group);
             lpe_est_ctx ctx = {
                 .model = &model,
@@ -343,6 +358,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
             }
             lpe_est_out_free(&eo);
             H5Gclose(mg);
+            lpe_run_ckpt_save(&ck, (int64_t)g, dist->name, rs->group, s->targets, s->T);
         }
         H5Gclose(g);
     }
@@ -352,6 +368,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
      * --zero` can rescore with another zero rule */
     lpe_eval_results((int64_t)out.file, out.tmp, LPE_ZERO_CONST);
     lpe_h5_commit(&out);
+    lpe_run_ckpt_remove(&ck);
     print_table(&c, ds, runs, NR);
     if (!o->quiet) fprintf(stderr, "lpe run: wrote %s\n", c.output);
 
