@@ -30,6 +30,8 @@
  *                                     ; a list sweeps budgets)
  *   temperature = 0.45, 1.0           ; a list where the method allows one: a sweep, one run
  *                                     ; per value, stored as /{dist}/{method}@{key}={value}
+ *   temperature[hex] = 5.0            ; the value for one distribution (any key; one value; the
+ *                                     ; key is then not swept): the results record it
  *
  * Integers may be written 65536, 2^16 or 6.5536e4; booleans true/false/yes/no/on/off/1/0.
  * Errors: unknown sections or keys, bad or out-of-range values, a key set twice, missing files,
@@ -369,6 +371,39 @@ static void parse_target_list(lpe_config *c, const char *text, int line) {
     }
 }
 
+/* `key[dist] = value` in a method section: the value of `key` for distribution `dist` only
+ * (the paper tuned temperatures per model, method and distribution). Checked here like any
+ * value; one value, not a list, and the key may not be swept. */
+static void add_override(lpe_config *c, lpe_method_cfg *mc, const char *path, const char *section,
+                         const char *key, const char *value, int line) {
+    const char *lb = strchr(key, '['), *rb = strchr(key, ']');
+    if (!rb || rb < lb || rb[1] || rb == lb + 1 || lb == key)
+        lpe_fail_input("%s:%d: [%s] %s: expected key[distribution]", path, line, section, key);
+    lpe_param_override o = {.line = line};
+    snprintf(o.key, sizeof o.key, "%.*s", (int)(lb - key), key);
+    snprintf(o.dist, sizeof o.dist, "%.*s", (int)(rb - lb - 1), lb + 1);
+    snprintf(o.value, sizeof o.value, "%s", value);
+    int known = 0;
+    for (int i = 0; i < c->n_names; i++) known |= !strcmp(c->names[i], o.dist);
+    if (!known)
+        lpe_fail_input("%s:%d: [%s] %s: '%s' is not one of the distributions run", path, line,
+                       section, key, o.dist);
+    for (int i = 0; i < mc->n_over; i++)
+        if (!strcmp(mc->over[i].key, o.key) && !strcmp(mc->over[i].dist, o.dist))
+            lpe_fail_input("%s:%d: [%s] %s: set twice (first at line %d)", path, line, section, key,
+                           mc->over[i].line);
+    lpe_params probe = mc->params; /* validates the key and the value */
+    lpe_params_override(&probe, o.key, value, line);
+    if (lpe_param_count(&probe, o.key) > 1)
+        lpe_fail_input("%s:%d: [%s] %s: a per-distribution value is one value, not a list", path,
+                       line, section, key);
+    if (lpe_param_count(&mc->params, o.key) > 1)
+        lpe_fail_input("%s:%d: [%s] %s: %s is swept in this section; a swept key cannot also have "
+                       "per-distribution values", path, line, section, key, o.key);
+    mc->over = lpe_realloc(mc->over, (size_t)(mc->n_over + 1) * sizeof *mc->over);
+    mc->over[mc->n_over++] = o;
+}
+
 void lpe_config_load(lpe_config *c, const char *path, const char *output_override) {
     memset(c, 0, sizeof *c);
     snprintf(c->ini_path, sizeof c->ini_path, "%s", path);
@@ -534,8 +569,11 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
         for (int j = 0; j < mc->params.n; j++) has_budget |= !strcmp(mc->params.spec[j]->key, "budget");
         if (!has_budget) lpe_params_add_spec(&mc->params, c->budget_spec);
         for (int j = 0; j < col.n_e; j++)
-            if (!strcmp(col.e[j].section, col.h[i].name))
+            if (!strcmp(col.e[j].section, col.h[i].name) && !strchr(col.e[j].key, '['))
                 lpe_params_set(&mc->params, col.e[j].key, col.e[j].value, col.e[j].line);
+        for (int j = 0; j < col.n_e; j++)
+            if (!strcmp(col.e[j].section, col.h[i].name) && strchr(col.e[j].key, '['))
+                add_override(c, mc, path, col.h[i].name, col.e[j].key, col.e[j].value, col.e[j].line);
         if (!lpe_param_is_set(&mc->params, "budget"))
             lpe_fail_input("%s:%d: [%s]: no budget (set `budget` here or in [experiment])", path,
                            mc->line, col.h[i].name);
@@ -551,6 +589,7 @@ void lpe_config_free(lpe_config *c) {
     free(c->text);
     free(c->names);
     free(c->list);
+    for (int m = 0; m < c->n_methods; m++) free(c->methods[m].over);
     free(c->methods);
     memset(c, 0, sizeof *c);
 }

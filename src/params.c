@@ -296,6 +296,12 @@ void lpe_params_pick(lpe_params *p, const char *key, int i) {
     snprintf(v->str, sizeof v->str, "%s", item);
 }
 
+void lpe_params_override(lpe_params *p, const char *key, const char *value, int line) {
+    int i = find(p, key);
+    if (i >= 0) p->val[i].line = 0; /* replacing is the point: not "set twice" */
+    lpe_params_set(p, key, value, line);
+}
+
 void lpe_params_fail(const lpe_params *p, const char *key, const char *fmt, ...) {
     char loc[1400], msg[1024];
     where(loc, sizeof loc, p, key ? key : "", key && find(p, key) >= 0 ? lpe_param_line(p, key) : 0);

@@ -331,6 +331,11 @@ int lpe_run_experiment(const lpe_run_opts *o) {
                 continue;
             }
             hid_t mg = lpe_h5_group(g, rs->group);
+            lpe_params prm = rs->params; /* with this distribution's own values, if any */
+            for (int i = 0; i < rs->mc->n_over; i++)
+                if (!strcmp(rs->mc->over[i].dist, dist->name))
+                    lpe_params_override(&prm, rs->mc->over[i].key, rs->mc->over[i].value,
+                                        rs->mc->over[i].line);
             lpe_est_ctx ctx = {
                 .model = &model,
                 .dist = dist,
@@ -339,8 +344,8 @@ int lpe_run_experiment(const lpe_run_opts *o) {
                 .true_prob = s->true_prob,
                 .n_targets = s->T,
                 .seed = c.seed,
-                .budget = rs->budget,
-                .params = &rs->params,
+                .budget = lpe_param_int(&prm, "budget"),
+                .params = &prm,
                 .out_group = (int64_t)mg,
             };
             lpe_est_out eo;
@@ -348,7 +353,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
             double t0 = lpe_now();
             rs->mc->est->run(&eo, &ctx);
             double sec = lpe_now() - t0;
-            lpe_results_method(mg, rs->mc->name, rs->sweep, &eo, &rs->params, sec);
+            lpe_results_method(mg, rs->mc->name, rs->sweep, &eo, &prm, sec);
             memcpy(s->est + (size_t)r * (size_t)s->T, eo.estimate, (size_t)s->T * sizeof(double));
             if (!o->quiet) {
                 double calls = 0;

@@ -22,11 +22,20 @@ enum { LPE_TRUTH_FILE = 0, LPE_TRUTH_EXACT = 1, LPE_TRUTH_NONE = 2 };
 #define LPE_PATH_MAX 1024
 #define LPE_NAME_MAX 256
 
+typedef struct {              /* `key[dist] = value`: this method's value for one distribution */
+    char dist[LPE_NAME_MAX];
+    char key[64];
+    char value[256];
+    int line;
+} lpe_param_override;
+
 typedef struct {
     char name[128];           /* NAME of [method NAME]: the estimator's name */
     const lpe_estimator *est; /* from the registry */
     lpe_params params;        /* the estimator's keys + the common `budget` */
     int line;                 /* line of the section header */
+    int n_over;
+    lpe_param_override *over; /* [n_over] per-distribution values, applied by the runner */
 } lpe_method_cfg;
 
 typedef struct {

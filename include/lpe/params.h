@@ -42,6 +42,8 @@ void lpe_params_init(lpe_params *p, const lpe_param_spec *spec, const char *file
                      const char *section);
 /* Set key from INI text; exit 2 naming file:line on an unknown key or bad value. */
 void lpe_params_set(lpe_params *p, const char *key, const char *value, int line);
+/* Set key again, replacing its value (per-distribution values of a method). */
+void lpe_params_override(lpe_params *p, const char *key, const char *value, int line);
 /* After all keys are set: exit 2 naming the section when a required key is missing. */
 void lpe_params_check_complete(const lpe_params *p);
 
