@@ -8,7 +8,9 @@ distributions; methods share the replicate's targets, so that differences betwee
 paired. Also the leave-one-out (cross-validated) fitted loss, SPEC 6's honest number, and the
 share of replicates in which each method's mean beats the next one's.
 
-Usage: table.py RESULTS.h5 ... [--reps 400] [--seed 1] [--csv OUT.csv]
+Usage: table.py RESULTS.h5 ... [--reps 2000] [--seed 1] [--csv OUT.csv]
+       table.py --truth experiments/testbed/truth [--range 1e-6 1e-4]
+         (the number of tokens with a true probability in the range, per model and family)
 Scoring: tools/plot_results.py (the NumPy reference of lpe's evaluation).
 """
 from __future__ import annotations
@@ -46,13 +48,37 @@ def analyse(res, reps, rng):
     return methods, point, boot, cv, sorted(dists)
 
 
+def truth_table(root: Path, lo: float, hi: float) -> None:
+    import h5py
+    models = sorted(p.name for p in root.iterdir() if p.is_dir())
+    fams = sorted({f.stem for m in models for f in (root / m).glob("*.h5")})
+    print("| model | " + " | ".join(fams) + " |")
+    print("|---|" + "---:|" * len(fams))
+    for m in models:
+        cells = []
+        for d in fams:
+            f = root / m / f"{d}.h5"
+            if not f.exists():
+                cells.append("")
+                continue
+            with h5py.File(f, "r") as h:
+                p = h["counts"][:] / float(h.attrs["n_samples"])
+            cells.append(str(int(np.count_nonzero((p >= lo) & (p <= hi)))))
+        print(f"| {m} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="+")
+    ap.add_argument("results", nargs="*")
+    ap.add_argument("--truth", help="directory of {model}/{family}.h5 ground-truth files")
+    ap.add_argument("--range", nargs=2, type=float, default=(1e-6, 1e-4))
     ap.add_argument("--reps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--csv")
     a = ap.parse_args()
+    if a.truth:
+        truth_table(Path(a.truth), *a.range)
+        return
     rng = np.random.default_rng(a.seed)
     rows = []
     print("| model | method | fitted loss (mean over distributions) | 95% bootstrap interval "
