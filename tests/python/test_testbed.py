@@ -30,7 +30,7 @@ MIN_TRUTH = 2**22
 # concentrated on few tokens of a 4096-token model (README.md: the experiments take them all):
 # icl (9 to 10 tokens in range) and hex (56 for gelu-2l). Lower bounds, a regression check.
 MIN_TARGETS = {"icl": 8, "hex": 32}
-TRUTH_MODELS = ["gelu-1l", "gelu-2l"]  # gelu-4l's ground truth is being computed (2026-11-28)
+TRUTH_MODELS = MODELS
 
 
 def sha256(path):
