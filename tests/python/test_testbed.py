@@ -243,3 +243,54 @@ def test_reduced_protocol(tmp_path):
     r = run_lpe("report", out, check=0)
     for meth in methods:
         assert meth in r.stdout
+
+
+def test_table_tool_on_a_temperature_sweep(tmp_path):
+    """tools/testbed/table.py on a tiny sweep (ITGIS at two temperatures, two families): the
+    bootstrap table lists every run with its interval around the point value, and --tuned's
+    best-per-family mean is the mean of the per-family minima, never above any single value's."""
+    import re
+    import subprocess
+    out = tmp_path / "s.h5"
+    ini = write_ini(tmp_path / "sweep.ini", f"""
+        [experiment]
+        model = {T}/models/gelu-1l.h5
+        distributions = {T}/dists.h5
+        names = hex, camel
+        truth = {T}/truth/gelu-1l/{{dist}}.h5
+        output = {out}
+        seed = 5
+        backend = cpu
+        budget = 2^8
+
+        [targets]
+        count = 4
+        p_min = 1e-6
+        p_max = 1e-4
+
+        [method const]
+        [method itgis]
+        temperature = 0.67, 1.5
+        batch = 32
+        """)
+    run_lpe("run", ini, "--quiet", check=0, timeout=300)
+    tool = [sys.executable, str(ROOT / "tools" / "testbed" / "table.py")]
+    r = subprocess.run(tool + [str(out), "--reps", "200"], capture_output=True, text=True, check=True)
+    rows = [l for l in r.stdout.splitlines() if l.startswith("| ") and "[" in l]
+    assert {l.split("|")[2].strip() for l in rows} == \
+        {"const", "itgis@temperature=0.67", "itgis@temperature=1.5"}, r.stdout
+    for l in rows:
+        point, lo, hi = map(float, re.findall(r"[-\d.]+", "|".join(l.split("|")[3:5])))
+        assert lo <= point <= hi, l
+    r = subprocess.run(tool + ["--tuned", str(out)], capture_output=True, text=True, check=True)
+    table = {}
+    for l in r.stdout.splitlines():
+        cells = [c.strip().strip("*") for c in l.strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in ("temperature=0.67", "temperature=1.5"):
+            table[cells[0]] = [float(c) for c in cells[1:]]
+        if cells[0] == "best per family":
+            best = float(cells[-1])
+    per = np.array(list(table.values()))  # [2 values, camel, hex, mean]
+    assert per.shape == (2, 3), r.stdout
+    assert np.isclose(best, per[:, :2].min(0).mean(), atol=1e-3), r.stdout
+    assert best <= per[:, 2].min() + 1e-3, r.stdout
