@@ -131,6 +131,18 @@ static double dot(const double *a, const double *b, int D) {
     return s;
 }
 
+/* The diagnostics both direction searches report: margins at the final z, the worst one, |z|.
+   m: [V] margins (written); z: [D]; P: [V, D]; c: [V]. */
+static void finish_info(lpe_qld_dir *info, double *m, const double *z, const double *P,
+                        const double *c, int t, int V, int D, int status) {
+    lpe_qld_margins(m, z, P, c, t, V, D);
+    info->worst_margin = INFINITY;
+    for (int v = 0; v < V; v++)
+        if (m[v] < info->worst_margin) info->worst_margin = m[v];
+    info->norm = sqrt(dot(z, z, D));
+    info->status = status;
+}
+
 static void constraint_row(double *g, const double *P, int t, int v, int D) {
     const double *pt = P + (size_t)t * D, *pv = P + (size_t)v * D;
     for (int d = 0; d < D; d++) g[d] = pt[d] - pv[d];
@@ -327,12 +339,7 @@ void lpe_qld_direction(double *z, lpe_qld_dir *info, const double *P, const doub
         lpe_qld_margins(m, z, P, c, t, V, D);
         if (r < 0) break;
     }
-    lpe_qld_margins(m, z, P, c, t, V, D);
-    info->worst_margin = INFINITY;
-    for (int v = 0; v < V; v++)
-        if (m[v] < info->worst_margin) info->worst_margin = m[v];
-    info->norm = sqrt(dot(z, z, D));
-    info->status = status;
+    finish_info(info, m, z, P, c, t, V, D, status);
     for (int k = 0; k < w.m; k++) info->n_active += w.lam[k] > 0;
     wset_free(&w);
     free(in);
@@ -398,12 +405,7 @@ void lpe_qld_direction_arc(double *z, lpe_qld_dir *info, const double *P, const 
         }
     }
     info->iterations = it < MAX_STEPS ? it + 1 : it;
-    lpe_qld_margins(m, z, P, c, t, V, D);
-    info->worst_margin = INFINITY;
-    for (int v = 0; v < V; v++)
-        if (m[v] < info->worst_margin) info->worst_margin = m[v];
-    info->norm = sqrt(dot(z, z, D));
-    info->status = status;
+    finish_info(info, m, z, P, c, t, V, D, status);
     free(mem);
 }
 

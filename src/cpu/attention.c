@@ -91,6 +91,15 @@ static inline void query_bwd(float *dq, float *dkv0, const float *dz, const floa
     }
 }
 
+/* Each (b, h) task owns the dk and dv slices of its head: clear them before accumulating.
+   dbase: [k, 3*H*Dh] rows of dQKV, offset to this head (the q slice is written, not summed). */
+static void clear_dkv(float *dbase, int k, int HD, int Q3, int Dh) {
+    for (int j = 0; j < k; j++) {
+        memset(dbase + (size_t)j * Q3 + HD, 0, (size_t)Dh * sizeof(float));
+        memset(dbase + (size_t)j * Q3 + 2 * HD, 0, (size_t)Dh * sizeof(float));
+    }
+}
+
 void cpu_attn_bwd_full(float *dQKV, const float *dZ, const float *P, const float *QKV, int B,
                        int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
@@ -100,10 +109,7 @@ void cpu_attn_bwd_full(float *dQKV, const float *dZ, const float *P, const float
             float dp[k];
             const float *base = QKV + (size_t)b * k * Q3 + h * Dh; /* q of row 0 */
             float *dbase = dQKV + (size_t)b * k * Q3 + h * Dh;
-            for (int j = 0; j < k; j++) { /* this task owns these slices: clear dk, dv */
-                memset(dbase + (size_t)j * Q3 + HD, 0, (size_t)Dh * sizeof(float));
-                memset(dbase + (size_t)j * Q3 + 2 * HD, 0, (size_t)Dh * sizeof(float));
-            }
+            clear_dkv(dbase, k, HD, Q3, Dh);
             for (int i = 0; i < k; i++)
                 query_bwd(dbase + (size_t)i * Q3, dbase + HD,
                           dZ + ((size_t)b * k + i) * HD + h * Dh,
@@ -121,10 +127,7 @@ void cpu_attn_bwd_last(float *dQKV, const float *dZl, const float *Pl, const flo
             float dp[k];
             const float *base = QKV + (size_t)b * k * Q3 + h * Dh;
             float *dbase = dQKV + (size_t)b * k * Q3 + h * Dh;
-            for (int j = 0; j < k; j++) {
-                memset(dbase + (size_t)j * Q3 + HD, 0, (size_t)Dh * sizeof(float));
-                memset(dbase + (size_t)j * Q3 + 2 * HD, 0, (size_t)Dh * sizeof(float));
-            }
+            clear_dkv(dbase, k, HD, Q3, Dh);
             query_bwd(dbase + (size_t)(k - 1) * Q3, dbase + HD, dZl + (size_t)b * HD + h * Dh,
                       Pl + ((size_t)b * H + h) * k, base + (size_t)(k - 1) * Q3, base + HD, dp,
                       k, HD, Q3, Dh);
