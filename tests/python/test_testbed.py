@@ -294,3 +294,22 @@ def test_table_tool_on_a_temperature_sweep(tmp_path):
     assert per.shape == (2, 3), r.stdout
     assert np.isclose(best, per[:, :2].min(0).mean(), atol=1e-3), r.stdout
     assert best <= per[:, 2].min() + 1e-3, r.stdout
+
+
+def test_committed_results_match_the_testbed():
+    """The results behind the README tables (experiments/testbed/results/) were made from the
+    committed models and ground truth: same model hash, same truth sample counts, and targets
+    whose recorded true probability is the truth file's."""
+    files = sorted((T / "results").glob("*.h5"))
+    assert files, "experiments/testbed/results/ is empty"
+    for path in files:
+        with h5py.File(path, "r") as f:
+            model = Path(str(f.attrs["model"])).stem
+            assert f.attrs["model_sha256"] == sha256(T / "models" / f"{model}.h5"), path
+            for d in f:
+                if d == "eval":
+                    continue
+                with h5py.File(T / "truth" / model / f"{d}.h5", "r") as t:
+                    p = t["counts"][:] / float(t.attrs["n_samples"])
+                    assert f[d].attrs["truth_n_samples"] == t.attrs["n_samples"], (path, d)
+                np.testing.assert_array_equal(f[d]["true_prob"][:], p[f[d]["targets"][:]])
