@@ -9,6 +9,7 @@ import configparser
 import hashlib
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import h5py
@@ -200,27 +201,34 @@ def test_truth_matches_files_and_has_targets():
 
 # ---- a reduced run of the protocol ----------------------------------------------------------
 
+def small_testbed_ini(path, model, names, out, seed, budget, count, methods):
+    """A small experiment on the testbed (the README's target range) with the given methods."""
+    head = f"""
+        [experiment]
+        model = {T}/models/{model}.h5
+        distributions = {T}/dists.h5
+        names = {names}
+        truth = {T}/truth/{model}/{{dist}}.h5
+        output = {out}
+        seed = {seed}
+        backend = cpu
+        budget = {budget}
+
+        [targets]
+        count = {count}
+        p_min = 1e-6
+        p_max = 1e-4
+        """
+    return write_ini(path, textwrap.dedent(head) + textwrap.dedent(methods))
+
+
 def test_reduced_protocol(tmp_path):
     """Every method on the 2-layer model, two families, 3 targets, budget 2^9 (a few seconds):
     the results file holds a finite, non-negative estimate per target and method, and the
     report tabulates them."""
     out = tmp_path / "r.h5"
-    ini = write_ini(tmp_path / "reduced.ini", f"""
-        [experiment]
-        model = {T}/models/gelu-2l.h5
-        distributions = {T}/dists.h5
-        names = hex, icl
-        truth = {T}/truth/gelu-2l/{{dist}}.h5
-        output = {out}
-        seed = 3
-        backend = cpu
-        budget = 2^9
-
-        [targets]
-        count = 3
-        p_min = 1e-6
-        p_max = 1e-4
-
+    ini = small_testbed_ini(tmp_path / "reduced.ini", "gelu-2l", "hex, icl", out, seed=3, budget="2^9",
+                      count=3, methods="""
         [method const]
         [method naive]
         [method itgis]
@@ -252,22 +260,8 @@ def test_table_tool_on_a_temperature_sweep(tmp_path):
     import re
     import subprocess
     out = tmp_path / "s.h5"
-    ini = write_ini(tmp_path / "sweep.ini", f"""
-        [experiment]
-        model = {T}/models/gelu-1l.h5
-        distributions = {T}/dists.h5
-        names = hex, camel
-        truth = {T}/truth/gelu-1l/{{dist}}.h5
-        output = {out}
-        seed = 5
-        backend = cpu
-        budget = 2^8
-
-        [targets]
-        count = 4
-        p_min = 1e-6
-        p_max = 1e-4
-
+    ini = small_testbed_ini(tmp_path / "sweep.ini", "gelu-1l", "hex, camel", out, seed=5, budget="2^8",
+                      count=4, methods="""
         [method const]
         [method itgis]
         temperature = 0.67, 1.5
