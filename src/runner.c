@@ -34,8 +34,17 @@ typedef struct {
     lpe_params params;  /* swept keys reduced to this run's values */
     char group[400];    /* results group name */
     char sweep[256];    /* "key=value,..." or "" */
-    long long budget;
 } run_spec;
+
+/* A run's parameters for one distribution: its own `key[dist] = value` lines applied. */
+static lpe_params params_for(const run_spec *rs, const char *dist) {
+    lpe_params prm = rs->params;
+    for (int i = 0; i < rs->mc->n_over; i++)
+        if (!strcmp(rs->mc->over[i].dist, dist))
+            lpe_params_override(&prm, rs->mc->over[i].key, rs->mc->over[i].value,
+                                rs->mc->over[i].line);
+    return prm;
+}
 
 typedef struct {
     lpe_dist dist;
@@ -126,7 +135,6 @@ static run_spec *expand_runs(const lpe_config *c, int *n_runs) {
                                    mc->line, p->section);
             snprintf(rs->group, sizeof rs->group, "%s%s%s", mc->name, rs->sweep[0] ? "@" : "",
                      rs->sweep);
-            rs->budget = lpe_param_int(&rs->params, "budget");
             /* next combination, last swept key fastest */
             int i = p->n - 1;
             for (; i >= 0; i--) {
@@ -238,8 +246,13 @@ int lpe_run_experiment(const lpe_run_opts *o) {
         fprintf(stderr, "lpe run: %s -> %s (%d distribution%s, %d run%s)\n", c.ini_path, c.output,
                 c.n_names, c.n_names == 1 ? "" : "s", NR, NR == 1 ? "" : "s");
 
-    long long max_budget = 1;
-    for (int r = 0; r < NR; r++) max_budget = runs[r].budget > max_budget ? runs[r].budget : max_budget;
+    long long max_budget = 1; /* over runs and distributions: `budget[dist]` may raise it */
+    for (int r = 0; r < NR; r++)
+        for (int d = 0; d < c.n_names; d++) {
+            lpe_params prm = params_for(&runs[r], c.names[d]);
+            long long b = lpe_param_int(&prm, "budget");
+            max_budget = b > max_budget ? b : max_budget;
+        }
     int T_max = c.n_list ? c.n_list : c.count;
     lpe_backend *be = NULL;
     double *exact_prob = NULL;
@@ -331,11 +344,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
                 continue;
             }
             hid_t mg = lpe_h5_group(g, rs->group);
-            lpe_params prm = rs->params; /* with this distribution's own values, if any */
-            for (int i = 0; i < rs->mc->n_over; i++)
-                if (!strcmp(rs->mc->over[i].dist, dist->name))
-                    lpe_params_override(&prm, rs->mc->over[i].key, rs->mc->over[i].value,
-                                        rs->mc->over[i].line);
+            lpe_params prm = params_for(rs, dist->name);
             lpe_est_ctx ctx = {
                 .model = &model,
                 .dist = dist,

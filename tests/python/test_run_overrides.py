@@ -64,3 +64,14 @@ def test_swept_key_cannot_have_per_distribution_values(d):
                     "[method itgis]\ntemperature = 0.5, 1\ntemperature[a] = 2\n")
     r = run_lpe("run", ini, "--output", d / "sw.h5", "--force", check=2)
     assert "cannot also have per-distribution values" in r.stderr
+
+
+def test_per_distribution_budget_sizes_the_batch(d):
+    """The backend's batch is capped by the rows a method can use at once (budget x targets);
+    a larger `budget[a]` counts, so its runs are not cut into needlessly small calls."""
+    def batch(extra):
+        ini = write_ini(d / "bb.ini", HEAD.format(names="a, b") + "[method naive]\n" + extra)
+        r = run_lpe("run", ini, "--output", d / "bb.h5", "--force", check=0)
+        return int(r.stderr.split(", batch ")[1].split(",")[0])
+    small, large = batch(""), batch("budget[a] = 2^14\n")
+    assert small <= 512 * 4 * 2 < large, (small, large)
