@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the heavy Python dependencies of the testbed tools (tools/requirements-tools.txt, the
-# project's one pinned list: torch, tokenizers, ...; tools/setup.sh installs it too). Idempotent. The PyPI torch wheel pulls CUDA
-# libraries (several GB) even though the testbed trains on the CPU; set TORCH_CPU_INDEX to a
-# CPU wheel index (e.g. https://download.pytorch.org/whl/cpu) where one is reachable.
+# project's one pinned list: torch, tokenizers, ...; tools/setup.sh installs it too).
+# Idempotent. The PyPI torch wheel pulls CUDA libraries (several GB) even though the testbed
+# trains on the CPU; set TORCH_CPU_INDEX to a CPU wheel index (e.g.
+# https://download.pytorch.org/whl/cpu) where one is reachable.
 set -eu
 cd "$(dirname "$0")/.."
 missing=$(python3 - <<'PY'
