@@ -109,6 +109,7 @@ static void bench_model(const bench_opts *o, const char *label, const lpe_model 
     for (int b = 0; b < B; b++) pos[b] = b % k;
     lpe_dist d;
     lpe_dist_from_arrays(&d, "uniform", "", 1, off, vals, pr, k, posf, V);
+    be->use_dist(be, &d);
     float *sc = lpe_alloc_aligned((size_t)B * V * sizeof *sc); /* [B, V] */
     int G = 8;
     int32_t goff[9];
@@ -119,9 +120,9 @@ static void bench_model(const bench_opts *o, const char *label, const lpe_model 
         double t0 = lpe_now(), t;
         do {
             if (which == 0)
-                be->scores_at(be, sc, V, &d, pos, LPE_BUF_BATCH, B);
+                be->scores_at(be, sc, V, pos, LPE_BUF_BATCH, B);
             else
-                be->scores_sum(be, ss, &d, goff, G);
+                be->scores_sum(be, ss, goff, G);
             n++;
             t = lpe_now() - t0;
         } while (t < o->min_time / 4);

@@ -222,6 +222,7 @@ int lpe_cmd_forward(int argc, char **argv) {
             printf(",\n  \"distribution\": ");
             json_str(d.name);
             int nmax = 0;
+            be->use_dist(be, &d);
             for (int j = 0; j < k; j++)
                 if (lpe_dist_support(&d, j) > nmax) nmax = lpe_dist_support(&d, j);
             float *sc = lpe_calloc((size_t)nmax, sizeof *sc); /* [n_j] */
@@ -235,7 +236,7 @@ int lpe_cmd_forward(int argc, char **argv) {
             printf("\n  ],\n  \"scores\": [");
             for (int j = 0; j < k; j++) {
                 int32_t pos = j;
-                be->scores_at(be, sc, nmax, &d, &pos, LPE_BUF_BATCH, 1);
+                be->scores_at(be, sc, nmax, &pos, LPE_BUF_BATCH, 1);
                 printf("%s\n    [", j ? "," : "");
                 for (int s = 0; s < lpe_dist_support(&d, j); s++) printf("%s%.9g", s ? ", " : "", sc[s]);
                 putchar(']');

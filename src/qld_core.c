@@ -14,7 +14,7 @@
 
 #include "lpe/common.h"
 #include "lpe/philox.h"
-#include "lpe/qld.h"
+#include "lpe/qld_core.h"
 
 /* ======================================================================================== */
 /* whitening                                                                                  */
@@ -589,6 +589,156 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Every tested pair point a_i d + b_j has norm <= |a_i| + |b_j| <= 2 max_i |z_i|, so a target
+ * certified infeasible within that radius has a count of exactly 0. */
+static double pair_radius(const float *act, const double *mu, const double *A, int n, int D,
+                          int nb_max) {
+    double *z = lpe_calloc((size_t)nb_max * D, sizeof *z); /* [nb, D] */
+    double zmax = 0;
+    for (int r0 = 0; r0 < n; r0 += nb_max) {
+        int nb = n - r0 < nb_max ? n - r0 : nb_max;
+        lpe_qld_rows(z, act + (size_t)r0 * D, mu, A, nb, D, LPE_QLD_PAPER);
+        for (int j = 0; j < nb; j++) {
+            double s = sqrt(dot(z + (size_t)j * D, z + (size_t)j * D, D));
+            if (s > zmax) zmax = s;
+        }
+    }
+    free(z);
+    return 2 * zmax * (1 + 1e-9) + 1e-9;
+}
+
+/* Target i's row of the job: reciprocal slopes, zero-slope list, split coefficients and the
+ * sorted a_j = v_j . Y_i - y0_i. P, c from the pullback; e [V], z, d [D] scratch. */
+static void prepare_target(lpe_qld_pairs *job, int i, lpe_qld_dir *info, double *dirs,
+                           const double *mu, const double *P, const double *c, double *e,
+                           double *z, double *d, double radius, const lpe_qld_opts *o) {
+    const int D = job->D, V = job->V, n = job->n, t = job->targets[i];
+    LPE_ASSERT(t >= 0 && t < V);
+    if (job->variant == LPE_QLD_PAPER)
+        lpe_qld_direction(z, info, P, c, t, V, D, radius);
+    else
+        lpe_qld_direction_arc(z, info, P, c, t, V, D, o->seed,
+                              lpe_stream(LPE_STREAM_QLD, (uint32_t)t));
+    job->skip[i] = info->status == LPE_QLD_INFEASIBLE;
+    lpe_qld_unit_direction(d, z, P, c, t, V, D);
+    if (dirs) memcpy(dirs + (size_t)i * D, d, (size_t)D * sizeof *d);
+    lpe_qld_slopes(e, P, d, t, V, D);
+    float *ri = job->rinv + (size_t)i * V;
+    for (int v = 0; v < V; v++) {
+        ri[v] = e[v] != 0 ? (float)(1.0 / e[v]) : 0.0f;
+        if (e[v] == 0 && v != t) {
+            job->zero_e[i] = lpe_realloc(job->zero_e[i], (size_t)(job->n_zero[i] + 1) * sizeof(int32_t));
+            job->zero_e[i][job->n_zero[i]++] = v;
+        }
+    }
+    double *Yi = job->Y + (size_t)i * D, *ai = job->asort + (size_t)i * n;
+    lpe_qld_split_coef(Yi, &job->y0[i], mu, job->A, d, D, job->variant);
+    for (int j = 0; j < n; j++) {
+        double s = -job->y0[i];
+        const float *vj = job->act + (size_t)j * D;
+        for (int k = 0; k < D; k++) s += vj[k] * Yi[k];
+        ai[j] = s;
+    }
+    qsort(ai, (size_t)n, sizeof *ai, cmp_double);
+}
+
+void lpe_qld_prepare(lpe_qld_pairs *job, lpe_qld_dir *dir, double *dirs, const float *act,
+                     const float *W_U, const float *b_U, const int32_t *targets, int T, int n,
+                     int D, int V, const lpe_qld_opts *o) {
+    LPE_ASSERT(n >= 1 && T >= 0 && D >= 1 && V >= 2);
+    memset(job, 0, sizeof *job);
+    *job = (lpe_qld_pairs){.variant = o->variant, .T = T, .n = n, .D = D, .V = V,
+                           .block_rows = o->block_rows > 0 ? o->block_rows : 512,
+                           .act = act, .targets = targets};
+    job->A = lpe_calloc((size_t)D * D, sizeof *job->A);
+    job->rinv = lpe_calloc((size_t)T * V + 1, sizeof *job->rinv);
+    job->zero_e = lpe_calloc((size_t)T + 1, sizeof *job->zero_e);
+    job->n_zero = lpe_calloc((size_t)T + 1, sizeof *job->n_zero);
+    job->asort = lpe_calloc((size_t)T * n + 1, sizeof *job->asort);
+    job->Y = lpe_calloc((size_t)T * D + 1, sizeof *job->Y);
+    job->y0 = lpe_calloc((size_t)T + 1, sizeof *job->y0);
+    job->skip = lpe_calloc((size_t)T + 1, sizeof *job->skip);
+
+    /* scratch: mu [D], P [V, D], c [V], e [V], z [D], d [D] */
+    double *mem = lpe_calloc((size_t)D * 3 + (size_t)V * (D + 2), sizeof *mem);
+    double *mu = mem, *P = mu + D, *c = P + (size_t)V * D, *e = c + V, *z = e + V, *d = z + D;
+    lpe_qld_whiten(mu, job->A, act, n, D, o->ridge);
+    lpe_qld_pullback(P, c, W_U, b_U, mu, job->A, D, V);
+    double radius = pair_radius(act, mu, job->A, n, D, job->block_rows);
+    for (int i = 0; i < T; i++)
+        prepare_target(job, i, &dir[i], dirs, mu, P, c, e, z, d, radius, o);
+    free(mem);
+}
+
+void lpe_qld_pairs_free(lpe_qld_pairs *job) {
+    for (int i = 0; i < job->T; i++) free(job->zero_e[i]);
+    free(job->zero_e);
+    free(job->n_zero);
+    free(job->A);
+    free(job->rinv);
+    free(job->asort);
+    free(job->Y);
+    free(job->y0);
+    free(job->skip);
+    memset(job, 0, sizeof *job);
+}
+
+/* X [nb, D] float32 rows of block r0 whose logits the count needs; shift [nb, T] (paper). */
+static void block_rows(float *X, double *shift, double *vblk, const lpe_qld_pairs *job, int r0,
+                       int nb) {
+    const int D = job->D, T = job->T;
+    const float *v = job->act + (size_t)r0 * D; /* [nb, D] */
+    for (size_t q = 0; q < (size_t)nb * D; q++) vblk[q] = v[q];
+    if (job->variant == LPE_QLD_PAPER) {
+        for (size_t q = 0; q < (size_t)nb * D; q++) X[q] = v[q];
+        /* shift[j, i] = v_j . Y_i - y0_i */
+        if (T > 0)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, T, D, 1.0, vblk, D, job->Y, D,
+                        0.0, shift, T);
+        for (int j = 0; j < nb; j++)
+            for (int i = 0; i < T; i++) shift[(size_t)j * T + i] -= job->y0[i];
+    } else {
+        /* arc logits: (v A^T) W_U + b_U; v A^T in float64 (dtrmm in place), then float32 */
+        cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, nb, D, 1.0,
+                    job->A, D, vblk, D);
+        for (size_t q = 0; q < (size_t)nb * D; q++) X[q] = (float)vblk[q];
+    }
+}
+
+/* cnt [T] += the block's pairs: tiles of B_TT targets x B_RT rows of logits L [nb, V]. */
+static void count_block(int64_t *cnt, const lpe_qld_pairs *job, const float *L,
+                        const double *shift, int nb) {
+    const int T = job->T, V = job->V, n = job->n, paper = job->variant == LPE_QLD_PAPER;
+    const int rch = (nb + B_RT - 1) / B_RT, tch = (T + B_TT - 1) / B_TT;
+    const long items = (long)rch * tch;
+#pragma omp parallel for schedule(dynamic)
+    for (long it = 0; it < items; it++) {
+        const int i0 = (int)(it / rch) * B_TT, j0 = (int)(it % rch) * B_RT;
+        const int nt = T - i0 < B_TT ? T - i0 : B_TT, nr = nb - j0 < B_RT ? nb - j0 : B_RT;
+        const float *rk[B_TT];
+        int32_t tg[B_TT];
+        float lo[B_TT * B_RT], hi[B_TT * B_RT];
+        for (int k = 0; k < nt; k++)
+            rk[k] = job->rinv + (size_t)(i0 + k) * V, tg[k] = job->targets[i0 + k];
+        bounds_tile(lo, hi, L + (size_t)j0 * V, V, nr, rk, tg, nt, V);
+        for (int k = 0; k < nt; k++) {
+            const int i = i0 + k;
+            if (job->skip[i]) continue;
+            int64_t local = 0;
+            for (int r = 0; r < nr; r++) {
+                float l_ = lo[k * nr + r], h_ = hi[k * nr + r];
+                bounds_zero(&l_, &h_, L + (size_t)(j0 + r) * V, job->zero_e[i], job->n_zero[i],
+                            tg[k]);
+                double s = paper ? shift[(size_t)(j0 + r) * T + i] : 0.0;
+                local += lpe_qld_count_range(job->asort + (size_t)i * n, n, s + (double)l_,
+                                             s + (double)h_);
+            }
+#pragma omp atomic
+            cnt[i] += local;
+        }
+    }
+}
+
 /* All targets share the activation samples, hence the logits. Since l_j = z_j P^T + c holds
  * exactly, the interval of a row needs only the row's logits (target independent) and the
  * target's slopes e: one float32 sgemm per block of rows serves every target, and the per-target
@@ -600,161 +750,49 @@ static int cmp_double(const void *a, const void *b) {
  * a_i float64. A bound off by delta moves only the samples within delta of it, a relative
  * change of the count of about |bound| x delta for tail intervals: ~1e-5, far below the method's
  * statistical error, while a float64 product would cost 2-4x the time of the dominant step. */
-void lpe_qld_estimate(double *est, int64_t *count, lpe_qld_dir *dir, double *dirs,
-                      const float *act, const float *W_U, const float *b_U,
-                      const int32_t *targets, int T, int n, int D, int V, const lpe_qld_opts *o) {
-    LPE_ASSERT(n >= 1 && T >= 0 && D >= 1 && V >= 2);
-    const int nb_max = o->block_rows > 0 ? o->block_rows : 512;
-    const int paper = o->variant == LPE_QLD_PAPER;
-
-    /* size table: one allocation for the float64 arrays, one for the float32 ones */
-    size_t sz_d[] = {
-        (size_t)D,               /* mu */
-        (size_t)D * D,           /* A */
-        (size_t)V * D,           /* P */
-        (size_t)V,               /* c */
-        (size_t)V,               /* e (one target at a time) */
-        2 * (size_t)D,           /* z, d */
-        (size_t)T * D,           /* Y: split coefficients per target */
-        (size_t)T,               /* y0 */
-        (size_t)T * n,           /* asort: sorted a per target */
-        (size_t)nb_max * D,      /* vblk: a block of activations in float64 */
-        (size_t)nb_max * T,      /* shift: a_j of the block's rows per target (paper) */
-    };
-    size_t tot = 0;
-    for (size_t i = 0; i < sizeof sz_d / sizeof *sz_d; i++) tot += sz_d[i];
-    double *mem = lpe_calloc(tot, sizeof *mem), *p = mem;
-    double *mu = p;    p += sz_d[0];
-    double *A = p;     p += sz_d[1];
-    double *P = p;     p += sz_d[2];
-    double *c = p;     p += sz_d[3];
-    double *e = p;     p += sz_d[4];
-    double *z = p, *d = p + D; p += sz_d[5];
-    double *Y = p;     p += sz_d[6];
-    double *y0 = p;    p += sz_d[7];
-    double *asort = p; p += sz_d[8];
-    double *vblk = p;  p += sz_d[9];
-    double *shift = p; p += sz_d[10];
-    float *fmem = lpe_calloc((size_t)T * V + (size_t)nb_max * V + (size_t)nb_max * D, sizeof *fmem);
-    float *rinv = fmem;                       /* [T, V] 1 / e_v per target (0 where e_v = 0) */
-    float *L = rinv + (size_t)T * V;          /* [nb, V] logits of a block */
-    float *X = L + (size_t)nb_max * V;        /* [nb, D] the block's (transformed) activations */
-    int32_t **zl = lpe_calloc((size_t)T + 1, sizeof *zl); /* [T] zero-slope lists */
-    int *nzl = lpe_calloc((size_t)T + 1, sizeof *nzl);    /* [T] */
-    int64_t *cnt = lpe_calloc((size_t)T + 1, sizeof *cnt);
-    lpe_qld_dir *info = lpe_calloc((size_t)T + 1, sizeof *info);
-
-    lpe_qld_whiten(mu, A, act, n, D, o->ridge);
-    lpe_qld_pullback(P, c, W_U, b_U, mu, A, D, V);
-
-    /* Every tested pair point a_i d + b_j has norm <= |a_i| + |b_j| <= 2 max_i |z_i|, so a target
-     * certified infeasible within that radius has a count of exactly 0. */
-    double zmax = 0;
+void lpe_qld_count_pairs(int64_t *count, const lpe_qld_pairs *job, const float *W_U,
+                         const float *b_U) {
+    const int D = job->D, V = job->V, T = job->T, n = job->n, nb_max = job->block_rows;
+    double *dmem = lpe_calloc((size_t)nb_max * (D + T) + 1, sizeof *dmem);
+    double *vblk = dmem;                     /* [nb, D] a block of activations in float64 */
+    double *shift = dmem + (size_t)nb_max * D; /* [nb, T] a_j of the block's rows (paper) */
+    float *fmem = lpe_calloc((size_t)nb_max * (V + D), sizeof *fmem);
+    float *L = fmem;                         /* [nb, V] logits of a block */
+    float *X = fmem + (size_t)nb_max * V;    /* [nb, D] the block's (transformed) activations */
+    memset(count, 0, (size_t)T * sizeof *count);
     for (int r0 = 0; r0 < n; r0 += nb_max) {
         int nb = n - r0 < nb_max ? n - r0 : nb_max;
-        lpe_qld_rows(vblk, act + (size_t)r0 * D, mu, A, nb, D, LPE_QLD_PAPER);
-        for (int j = 0; j < nb; j++) {
-            double s = sqrt(dot(vblk + (size_t)j * D, vblk + (size_t)j * D, D));
-            if (s > zmax) zmax = s;
-        }
-    }
-    const double radius = 2 * zmax * (1 + 1e-9) + 1e-9;
-
-    for (int i = 0; i < T; i++) {
-        int t = targets[i];
-        LPE_ASSERT(t >= 0 && t < V);
-        if (paper)
-            lpe_qld_direction(z, &info[i], P, c, t, V, D, radius);
-        else
-            lpe_qld_direction_arc(z, &info[i], P, c, t, V, D, o->seed,
-                                  lpe_stream(LPE_STREAM_QLD, (uint32_t)t));
-        lpe_qld_unit_direction(d, z, P, c, t, V, D);
-        if (dirs) memcpy(dirs + (size_t)i * D, d, (size_t)D * sizeof *d);
-        lpe_qld_slopes(e, P, d, t, V, D);
-        float *ri = rinv + (size_t)i * V;
-        for (int v = 0; v < V; v++) {
-            ri[v] = e[v] != 0 ? (float)(1.0 / e[v]) : 0.0f;
-            if (e[v] == 0 && v != t) {
-                zl[i] = lpe_realloc(zl[i], (size_t)(nzl[i] + 1) * sizeof **zl);
-                zl[i][nzl[i]++] = v;
-            }
-        }
-        lpe_qld_split_coef(Y + (size_t)i * D, &y0[i], mu, A, d, D, o->variant);
-        double *ai = asort + (size_t)i * n;
-        for (int j = 0; j < n; j++) {
-            double s = -y0[i];
-            const float *vj = act + (size_t)j * D;
-            const double *yi = Y + (size_t)i * D;
-            for (int k = 0; k < D; k++) s += vj[k] * yi[k];
-            ai[j] = s;
-        }
-        qsort(ai, (size_t)n, sizeof *ai, cmp_double);
-    }
-
-    for (int r0 = 0; r0 < n; r0 += nb_max) {
-        int nb = n - r0 < nb_max ? n - r0 : nb_max;
-        for (size_t q = 0; q < (size_t)nb * D; q++) vblk[q] = act[(size_t)r0 * D + q];
-        if (paper) {
-            for (size_t q = 0; q < (size_t)nb * D; q++) X[q] = act[(size_t)r0 * D + q];
-            /* shift[j, i] = v_j . Y_i - y0_i */
-            if (T > 0)
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, T, D, 1.0, vblk, D, Y, D,
-                            0.0, shift, T);
-            for (int j = 0; j < nb; j++)
-                for (int i = 0; i < T; i++) shift[(size_t)j * T + i] -= y0[i];
-        } else {
-            /* arc logits: (v A^T) W_U + b_U; v A^T in float64 (dtrmm in place), then float32 */
-            cblas_dtrmm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, nb, D, 1.0,
-                        A, D, vblk, D);
-            for (size_t q = 0; q < (size_t)nb * D; q++) X[q] = (float)vblk[q];
-        }
+        block_rows(X, shift, vblk, job, r0, nb);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, V, D, 1.0f, X, D, W_U, V, 0.0f,
                     L, V);
         if (b_U)
             for (int j = 0; j < nb; j++)
                 for (int v = 0; v < V; v++) L[(size_t)j * V + v] += b_U[v];
-        /* work items: tiles of B_TT targets x B_RT rows */
-        const int rch = (nb + B_RT - 1) / B_RT, tch = (T + B_TT - 1) / B_TT;
-        const long items = (long)rch * tch;
-#pragma omp parallel for schedule(dynamic)
-        for (long it = 0; it < items; it++) {
-            const int i0 = (int)(it / rch) * B_TT, j0 = (int)(it % rch) * B_RT;
-            const int nt = T - i0 < B_TT ? T - i0 : B_TT, nr = nb - j0 < B_RT ? nb - j0 : B_RT;
-            const float *rk[B_TT];
-            int32_t tg[B_TT];
-            float lo[B_TT * B_RT], hi[B_TT * B_RT];
-            for (int k = 0; k < nt; k++) rk[k] = rinv + (size_t)(i0 + k) * V, tg[k] = targets[i0 + k];
-            bounds_tile(lo, hi, L + (size_t)j0 * V, V, nr, rk, tg, nt, V);
-            for (int k = 0; k < nt; k++) {
-                const int i = i0 + k;
-                if (info[i].status == LPE_QLD_INFEASIBLE) continue;
-                int64_t local = 0;
-                for (int r = 0; r < nr; r++) {
-                    float l_ = lo[k * nr + r], h_ = hi[k * nr + r];
-                    bounds_zero(&l_, &h_, L + (size_t)(j0 + r) * V, zl[i], nzl[i], tg[k]);
-                    double s = paper ? shift[(size_t)(j0 + r) * T + i] : 0.0;
-                    local += lpe_qld_count_range(asort + (size_t)i * n, n, s + (double)l_,
-                                                 s + (double)h_);
-                }
-#pragma omp atomic
-                cnt[i] += local;
-            }
-        }
+        count_block(count, job, L, shift, nb);
     }
-
-    for (int i = 0; i < T; i++) {
-        if (info[i].status == LPE_QLD_INFEASIBLE) cnt[i] = 0;
-        est[i] = (double)cnt[i] / ((double)n * (double)n);
-        if (count) count[i] = cnt[i];
-        if (dir) dir[i] = info[i];
-        free(zl[i]);
-    }
-    free(info);
-    free(cnt);
-    free(nzl);
-    free(zl);
     free(fmem);
-    free(mem);
+    free(dmem);
+}
+
+void lpe_qld_finish(double *est, int64_t *count, const lpe_qld_pairs *job) {
+    for (int i = 0; i < job->T; i++) {
+        if (job->skip[i]) count[i] = 0;
+        est[i] = (double)count[i] / ((double)job->n * (double)job->n);
+    }
+}
+
+void lpe_qld_estimate(double *est, int64_t *count, lpe_qld_dir *dir, double *dirs,
+                      const float *act, const float *W_U, const float *b_U,
+                      const int32_t *targets, int T, int n, int D, int V, const lpe_qld_opts *o) {
+    lpe_qld_dir *info = dir ? dir : lpe_calloc((size_t)T + 1, sizeof *info);
+    int64_t *cnt = count ? count : lpe_calloc((size_t)T + 1, sizeof *cnt);
+    lpe_qld_pairs job;
+    lpe_qld_prepare(&job, info, dirs, act, W_U, b_U, targets, T, n, D, V, o);
+    lpe_qld_count_pairs(cnt, &job, W_U, b_U);
+    lpe_qld_finish(est, cnt, &job);
+    lpe_qld_pairs_free(&job);
+    if (!dir) free(info);
+    if (!count) free(cnt);
 }
 
 /* ======================================================================================== */

@@ -254,6 +254,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
             max_budget = b > max_budget ? b : max_budget;
         }
     int T_max = c.n_list ? c.n_list : c.count;
+    lpe_weights *weights = lpe_weights_upload(c.backend, &model); /* once, for every k */
     lpe_backend *be = NULL;
     double *exact_prob = NULL;
     for (int d = 0; d < c.n_names; d++) {
@@ -270,12 +271,13 @@ int lpe_run_experiment(const lpe_run_opts *o) {
                                                                      flags, c.memory_gb * 1073741824.0);
             if (c.batch <= 0 && (double)B > need) B = (long long)need;
             if (B < 1) B = 1;
-            be = lpe_backend_create(c.backend, &model, (int)B, dist->k, flags);
+            be = lpe_backend_create_on(weights, (int)B, dist->k, flags);
             lpe_results_backend(out.file, be);
             if (!o->quiet)
                 fprintf(stderr, "lpe run: backend %s (%s), batch %d, k %d\n", be->name, be->device,
                         be->max_batch, be->k);
         }
+        be->use_dist(be, dist);
         if (c.truth_kind == LPE_TRUTH_EXACT) {
             if (!exact_prob) exact_prob = lpe_calloc((size_t)V * (size_t)c.n_names, sizeof *exact_prob);
             s->prob = exact_prob + (size_t)d * (size_t)V;
@@ -387,6 +389,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
     if (!o->quiet) fprintf(stderr, "lpe run: wrote %s\n", c.output);
 
     lpe_backend_destroy(be);
+    lpe_weights_free(weights);
     for (int d = 0; d < c.n_names; d++) {
         if (ds[d].have_truth) lpe_truth_free(&ds[d].truth);
         lpe_dist_free(&ds[d].dist);

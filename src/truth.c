@@ -28,6 +28,7 @@ void lpe_truth_sample(uint64_t *counts /* [V] */, lpe_backend *be, const lpe_dis
                       uint64_t seed, uint64_t first, uint64_t n, const lpe_truth_opts *opt) {
     int B = batch_of(be, opt), V = be->model->cfg.d_vocab;
     LPE_ASSERT(d->k == be->k);
+    be->use_dist(be, d);
     uint32_t stream = lpe_stream(LPE_STREAM_INPUT, LPE_TRUTH_STREAM_SLOT);
     int32_t *argmax = lpe_calloc((size_t)B, sizeof(int32_t)); /* [B] */
     lpe_fwd_out out = {.argmax = argmax};
@@ -41,7 +42,7 @@ void lpe_truth_sample(uint64_t *counts /* [V] */, lpe_backend *be, const lpe_dis
         uint64_t stop = (next / (uint64_t)B + 1) * (uint64_t)B;
         if (stop > end || stop < next) stop = end;
         int nb = (int)(stop - next);
-        be->sample_tokens(be, d, seed, stream, next, nb);
+        be->sample_tokens(be, seed, stream, next, nb);
         be->forward(be, &out, NULL, nb, 0);
         for (int b = 0; b < nb; b++) {
             LPE_ASSERT(argmax[b] >= 0 && argmax[b] < V);

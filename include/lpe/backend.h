@@ -1,20 +1,31 @@
 /* backend.h: the one interface through which all model math goes (CPU and CUDA alike).
  *
  * Dimension legend: B = batch rows (<= max_batch), k = positions, D = d_model, V = d_vocab,
- *   W = walker-state rows (<= max_batch), n_f = support size of a factor (dist.h).
+ *   W = walker-state rows (<= max_batch), n_f = support size of a factor (dist.h),
+ *   n = rows given by the host (activations), T = targets.
  *
- * A backend owns a batch of token sequences and everything computed from it: it keeps them
- * resident (on the GPU: in device memory) so that estimators never move per-sequence data
- * through the host inside inner loops. Estimators do not know which backend they talk to.
+ * Three lifetimes, three objects:
+ *   lpe_backend_kind  one entry per backend in the table of backend.c: name, whether it is
+ *                     usable here, how to upload weights, make a workspace and size a batch;
+ *   lpe_weights       a model uploaded once (repacked on the CPU, copied to the device on a
+ *                     GPU); it outlives every workspace made on it, so a new k reloads nothing;
+ *   lpe_backend       a workspace for one (k, max_batch, flags): a batch of token sequences and
+ *                     everything computed from it, resident in the backend (on the GPU: device
+ *                     memory) so that estimators never move per-sequence data through the host
+ *                     inside inner loops. Estimators do not know which backend they talk to.
  *
  * Life of a batch:
+ *   use_dist(d)                  -> the distribution that sampling and scores refer to, uploaded
+ *                                    once per distribution (alias tables, supports)
  *   load_tokens / sample_tokens  -> the batch's tokens [B, k]
  *   forward(targets, want_grad)  -> per row: argmax, target logit s(x), max logit, optionally the
  *                                    final-LN activation at the last position [B, D]; with
  *                                    want_grad the gradient ds/dr0 [B, k, D] stays in the backend
- *   scores_at / scores_sum       -> gradient scores g_j(y) = W_E[y] . ds/dr0_j   (SPEC 3)
+ *   scores_at / scores_sum       -> gradient scores g_j(y) = W_E[y] . ds/dr0_j   (methods.md §3)
  *   commit_state(accept)         -> for Markov chains: rows b with accept[b] replace walker b's
  *                                    kept tokens and gradient (the "state" buffer)
+ * Products of host-given activations with the unembedding (QLD's pair count, GLD's target
+ * logits) are backend operations too, so that no method multiplies by W_U itself.
  *
  * Only the last position's logits are computed; the last block is pruned to what they need.
  * Numerics: float32 storage and products; float64 for LayerNorm statistics, softmax normalisers
@@ -23,10 +34,12 @@
 #ifndef LPE_BACKEND_H
 #define LPE_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "lpe/dist.h"
 #include "lpe/model.h"
+#include "lpe/qld_core.h"
 
 typedef struct {
     int32_t *argmax;     /* [B] argmax_v l_v (ties: lowest index), or NULL */
@@ -36,23 +49,50 @@ typedef struct {
 } lpe_fwd_out;
 
 enum { LPE_BUF_BATCH = 0, LPE_BUF_STATE = 1 }; /* which buffer: the batch or the walker state */
+enum { LPE_BE_GRAD = 1, LPE_BE_STATE = 2 };   /* workspace flags: gradients, walker state */
 
 typedef struct lpe_backend lpe_backend;
+typedef struct lpe_weights lpe_weights;
+typedef struct lpe_backend_kind lpe_backend_kind;
+
+/* One row of the backend table (backend.c). */
+struct lpe_backend_kind {
+    const char *name;                        /* "cpu", "cuda" */
+    int (*available)(void);                  /* usable in this build on this machine */
+    lpe_weights *(*upload)(const lpe_model *m);
+    void (*free_weights)(lpe_weights *w);
+    lpe_backend *(*create)(lpe_weights *w, int max_batch, int k, int flags);
+    /* bytes of a workspace's buffers (weights not counted); create allocates exactly this */
+    size_t (*batch_bytes)(const lpe_model_config *cfg, int max_batch, int k, int flags);
+    double (*default_budget)(void);          /* bytes a workspace may use when none is given */
+};
+
+struct lpe_weights {
+    const lpe_backend_kind *kind;
+    const lpe_model *model; /* the host model (it must outlive the weights) */
+    void *impl;             /* the backend's copy: repacked matrices, device pointers */
+};
+
 struct lpe_backend {
     const char *name;   /* "cpu" or "cuda" */
     char device[256];   /* e.g. "CPU: 2 threads, OpenBLAS 0.3.21" or "NVIDIA H100 80GB HBM3" */
     const lpe_model *model;
+    lpe_weights *weights;
+    int owns_weights;   /* made by lpe_backend_create: the weights go with the workspace */
+    const lpe_dist *dist; /* set by use_dist (host view; the backend may hold its own copy) */
     int max_batch, k;
     int with_grad;      /* buffers for gradients allocated */
     int with_state;     /* walker-state buffers allocated */
     void *impl;
 
-    void (*destroy)(lpe_backend *be);
+    void (*destroy)(lpe_backend *be); /* the workspace only; see lpe_backend_destroy */
+    /* the distribution that sample_tokens, scores_at and scores_sum use from now on; exit 2 when
+     * its k or vocabulary does not match the workspace. d must outlive its use. */
+    void (*use_dist)(lpe_backend *be, const lpe_dist *d);
     /* tokens [B, k] from the host; ids are checked against V (exit 2 naming the row) */
     void (*load_tokens)(lpe_backend *be, const int32_t *tokens, int B);
     /* draw the batch from D: rows are samples first .. first+B-1 of (seed, stream) (dist.h) */
-    void (*sample_tokens)(lpe_backend *be, const lpe_dist *d, uint64_t seed, uint32_t stream,
-                          uint64_t first, int B);
+    void (*sample_tokens)(lpe_backend *be, uint64_t seed, uint32_t stream, uint64_t first, int B);
     /* tokens [B, k] of the batch (LPE_BUF_BATCH) or walker state (LPE_BUF_STATE) to the host */
     void (*get_tokens)(lpe_backend *be, int32_t *tokens, int which, int B);
     /* targets [B] (may be NULL when no target_logit and no grad is wanted) */
@@ -60,17 +100,20 @@ struct lpe_backend {
                     int want_grad);
     /* out[b, 0 .. n_f) (row stride ld) = g_{pos[b]}(y) over the support of position pos[b],
      * from the batch gradient or the walker-state gradient (which). */
-    void (*scores_at)(lpe_backend *be, float *out, int ld, const lpe_dist *d, const int32_t *pos,
-                      int which, int B);
+    void (*scores_at)(lpe_backend *be, float *out, int ld, const int32_t *pos, int which, int B);
     /* out[g, s] = sum over rows b in [group_off[g], group_off[g+1]) of g_j(y) for every position j
      * and every y in its support, s running over positions then support (sum_j n_{f(j)} entries
      * per group). Linear in the gradient, so it is one small product per group. */
-    void (*scores_sum)(lpe_backend *be, double *out, const lpe_dist *d, const int32_t *group_off,
-                       int n_groups);
+    void (*scores_sum)(lpe_backend *be, double *out, const int32_t *group_off, int n_groups);
     /* walker rows b with accept[b] != 0 take the batch row's tokens (and gradient, when kept) */
     void (*commit_state)(lpe_backend *be, const uint8_t *accept, int B);
     /* walker state tokens from the host (initialisation) */
     void (*load_state)(lpe_backend *be, const int32_t *tokens, int B);
+    /* out [n, T] = act [n, D] . W_U[:, targets] + b_U[targets] in float64 (GLD's target logits) */
+    void (*target_logits)(lpe_backend *be, double *out, const float *act, const int32_t *targets,
+                          long long n, int T);
+    /* count [T]: QLD's pair count of a prepared job (qld_core.h), all targets together */
+    void (*qld_pairs)(lpe_backend *be, int64_t *count, const lpe_qld_pairs *job);
     /* Optional (NULL when a backend lacks them; for tests, `lpe forward` and debugging, never
      * in inner loops): the last forward's full logits [B, V], and the gradient ds/dr0 [B, k, D]
      * of the batch or walker state (which) to the host. */
@@ -78,10 +121,21 @@ struct lpe_backend {
     void (*get_grad)(lpe_backend *be, float *grad, int which, int B);
 };
 
-enum { LPE_BE_GRAD = 1, LPE_BE_STATE = 2 };
+/* The table: entries in order of preference for "auto" (the first available one wins). */
+int lpe_backend_kind_count(void);
+const lpe_backend_kind *lpe_backend_kind_at(int i);
+/* name: a table entry's name or "auto". Exit 2 when unknown, or when the named backend is not
+ * usable in this build or on this machine. */
+const lpe_backend_kind *lpe_backend_kind_find(const char *name);
+/* 1 when `name` is in this build's table and usable on this machine (never exits). */
+int lpe_backend_available(const char *name);
 
-/* name: "cpu", "cuda" or "auto" (cuda when built and a device exists, else cpu). flags: LPE_BE_*.
- * Exit 2 when the named backend is not available in this build or on this machine. */
+/* Weights: upload once, make any number of workspaces on them, free after the last. */
+lpe_weights *lpe_weights_upload(const char *name, const lpe_model *m);
+void lpe_weights_free(lpe_weights *w);
+lpe_backend *lpe_backend_create_on(lpe_weights *w, int max_batch, int k, int flags);
+
+/* Weights and workspace in one call (the workspace owns the weights): for one-shot commands. */
 lpe_backend *lpe_backend_create(const char *name, const lpe_model *m, int max_batch, int k,
                                 int flags);
 void lpe_backend_destroy(lpe_backend *be);
@@ -89,9 +143,10 @@ void lpe_backend_destroy(lpe_backend *be);
 int lpe_backend_batch_for_budget(const char *name, const lpe_model_config *cfg, int k, int flags,
                                  double bytes);
 
-/* The CPU backend (src/cpu/) and the CUDA backend (kernels/, when built). */
-lpe_backend *lpe_cpu_backend_create(const lpe_model *m, int max_batch, int k, int flags);
-lpe_backend *lpe_cuda_backend_create(const lpe_model *m, int max_batch, int k, int flags);
-int lpe_cuda_available(void); /* 1 when built with CUDA and a device is present */
+/* The table's entries (src/cpu/, kernels/ when built with CUDA). */
+extern const lpe_backend_kind lpe_cpu_backend_kind;
+#ifdef LPE_HAVE_CUDA
+extern const lpe_backend_kind lpe_cuda_backend_kind;
+#endif
 
 #endif

@@ -93,10 +93,11 @@ static int state_table(slot *t, cpu_impl *c, int with_state) {
     return n;
 }
 
-static int weight_table(slot *t, cpu_impl *c) {
+static int weight_table(slot *t, cpu_weights *w, const lpe_model_config *cfg) {
     int n = 0;
-    ADD(c->Wqkv, (size_t)c->L * c->D * c->Q3);
-    ADD(c->bqkv, (size_t)c->L * c->Q3);
+    size_t Q3 = 3 * (size_t)cfg->n_heads * cfg->d_head;
+    ADD(w->Wqkv, (size_t)cfg->n_layers * cfg->d_model * Q3);
+    ADD(w->bqkv, (size_t)cfg->n_layers * Q3);
     return n;
 }
 
@@ -156,17 +157,24 @@ static void op_load_tokens(lpe_backend *be, const int32_t *tokens, int B) {
     memcpy(c->tok, tokens, (size_t)B * c->k * sizeof *c->tok);
 }
 
-static void op_sample_tokens(lpe_backend *be, const lpe_dist *d, uint64_t seed, uint32_t stream,
-                             uint64_t first, int B) {
+static void op_use_dist(lpe_backend *be, const lpe_dist *d) {
     cpu_impl *c = impl(be);
-    check_rows(c, B, "sample_tokens");
     if (d->k != c->k)
         lpe_fail_input("distribution '%s' has %d positions, the backend was made for k = %d",
                        d->name, d->k, c->k);
     if (d->d_vocab != c->V)
         lpe_fail_input("distribution '%s' was checked against a vocabulary of %d, the model has %d",
                        d->name, d->d_vocab, c->V);
-    lpe_dist_sample(c->tok, d, seed, stream, first, B);
+    c->d = d;
+    be->dist = d;
+}
+
+static void op_sample_tokens(lpe_backend *be, uint64_t seed, uint32_t stream, uint64_t first,
+                             int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "sample_tokens");
+    if (!c->d) lpe_fail("cpu backend sample_tokens: no distribution (use_dist) given");
+    lpe_dist_sample(c->tok, c->d, seed, stream, first, B);
 }
 
 static void op_get_tokens(lpe_backend *be, int32_t *tokens, int which, int B) {
@@ -262,7 +270,6 @@ static void op_get_grad(lpe_backend *be, float *grad, int which, int B) {
 
 static void op_destroy(lpe_backend *be) {
     cpu_impl *c = impl(be);
-    lpe_free_aligned(c->wmem);
     lpe_free_aligned(c->bmem);
     lpe_free_aligned(c->smem);
     free(c);
@@ -271,16 +278,17 @@ static void op_destroy(lpe_backend *be) {
 
 /* ---- creation ---------------------------------------------------------------------------- */
 
-static void repack_qkv(cpu_impl *c) {
-    int D = c->D, H = c->H, Dh = c->Dh, Q3 = c->Q3;
-    /* 1/sqrt(Dh) folded into q: scores become plain dot products */
+/* 1/sqrt(Dh) folded into q: scores become plain dot products */
+static void repack_qkv(cpu_weights *cw, const lpe_model *m) {
+    const lpe_model_config *cfg = &m->cfg;
+    int D = cfg->d_model, H = cfg->n_heads, Dh = cfg->d_head, Q3 = 3 * H * Dh;
     float qscale = (float)(1.0 / sqrt((double)Dh));
-    for (int l = 0; l < c->L; l++) {
-        const lpe_layer *w = &c->m->layers[l];
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const lpe_layer *w = &m->layers[l];
         const float *Ws[3] = {w->W_Q, w->W_K, w->W_V}; /* [H, D, Dh] each */
         const float *bs[3] = {w->b_Q, w->b_K, w->b_V}; /* [H, Dh] each */
-        float *W = c->Wqkv + (size_t)l * D * Q3;        /* [D, Q3] */
-        float *bq = c->bqkv + (size_t)l * Q3;           /* [Q3] */
+        float *W = cw->Wqkv + (size_t)l * D * Q3;       /* [D, Q3] */
+        float *bq = cw->bqkv + (size_t)l * Q3;          /* [Q3] */
         for (int p = 0; p < 3; p++) {
             float s = p == 0 ? qscale : 1.0f;
             for (int h = 0; h < H; h++)
@@ -294,7 +302,36 @@ static void repack_qkv(cpu_impl *c) {
     }
 }
 
-lpe_backend *lpe_cpu_backend_create(const lpe_model *m, int max_batch, int k, int flags) {
+static lpe_weights *cpu_upload(const lpe_model *m) {
+    cpu_weights *cw = lpe_calloc(1, sizeof *cw);
+    slot t[4];
+    cw->mem = alloc_table(t, weight_table(t, cw, &m->cfg));
+    repack_qkv(cw, m);
+    lpe_weights *w = lpe_calloc(1, sizeof *w);
+    w->impl = cw;
+    return w;
+}
+
+static void cpu_free_weights(lpe_weights *w) {
+    cpu_weights *cw = w->impl;
+    lpe_free_aligned(cw->mem);
+    free(cw);
+    free(w);
+}
+
+static void describe(char *out, size_t n) {
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    char ver[64] = "?";
+    sscanf(openblas_get_config(), "OpenBLAS %63s", ver);
+    snprintf(out, n, "CPU: %d OpenMP thread%s, OpenBLAS %s (%s kernels)", threads,
+             threads == 1 ? "" : "s", ver, openblas_get_corename());
+}
+
+static lpe_backend *cpu_create(lpe_weights *w, int max_batch, int k, int flags) {
+    const lpe_model *m = w->model;
     const lpe_model_config *cfg = &m->cfg;
     if (max_batch < 1) lpe_fail_input("cpu backend: batch size %d must be at least 1", max_batch);
     if (k < 1 || k > cfg->n_ctx)
@@ -302,29 +339,23 @@ lpe_backend *lpe_cpu_backend_create(const lpe_model *m, int max_batch, int k, in
     cpu_impl *c = lpe_calloc(1, sizeof *c);
     c->m = m;
     set_dims(c, cfg, max_batch, k, flags);
+    const cpu_weights *cw = w->impl;
+    c->Wqkv = cw->Wqkv;
+    c->bqkv = cw->bqkv;
     slot t[64];
-    c->wmem = alloc_table(t, weight_table(t, c));
     c->bmem = alloc_table(t, batch_table(t, c, cfg->attn_only));
     c->smem = alloc_table(t, state_table(t, c, (flags & LPE_BE_STATE) != 0));
-    repack_qkv(c);
 
     lpe_backend *be = lpe_calloc(1, sizeof *be);
     be->name = "cpu";
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
-    char ver[64] = "?";
-    sscanf(openblas_get_config(), "OpenBLAS %63s", ver);
-    snprintf(be->device, sizeof be->device, "CPU: %d OpenMP thread%s, OpenBLAS %s (%s kernels)",
-             threads, threads == 1 ? "" : "s", ver, openblas_get_corename());
-    be->model = m;
+    describe(be->device, sizeof be->device);
     be->max_batch = max_batch;
     be->k = k;
     be->with_grad = c->keep;
     be->with_state = (flags & LPE_BE_STATE) != 0;
     be->impl = c;
     be->destroy = op_destroy;
+    be->use_dist = op_use_dist;
     be->load_tokens = op_load_tokens;
     be->sample_tokens = op_sample_tokens;
     be->get_tokens = op_get_tokens;
@@ -333,7 +364,25 @@ lpe_backend *lpe_cpu_backend_create(const lpe_model *m, int max_batch, int k, in
     be->scores_sum = cpu_scores_sum;
     be->commit_state = op_commit_state;
     be->load_state = op_load_state;
+    be->target_logits = cpu_target_logits;
+    be->qld_pairs = cpu_qld_pairs;
     be->get_logits = op_get_logits;
     be->get_grad = op_get_grad;
     return be;
 }
+
+static int cpu_available(void) { return 1; }
+
+/* A fixed 2 GiB: the machine's memory is shared with the host side of a run (activation
+ * samples, score tables), which the budget does not see. */
+static double cpu_default_budget(void) { return 2.0 * 1024 * 1024 * 1024; }
+
+const lpe_backend_kind lpe_cpu_backend_kind = {
+    .name = "cpu",
+    .available = cpu_available,
+    .upload = cpu_upload,
+    .free_weights = cpu_free_weights,
+    .create = cpu_create,
+    .batch_bytes = cpu_batch_bytes,
+    .default_budget = cpu_default_budget,
+};

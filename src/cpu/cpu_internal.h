@@ -7,7 +7,7 @@
  *
  * Memory, one allocation per lifetime class, each carved from a size table (cpu_backend.c):
  *   weights  the q|k|v projection repacked as one [D, Q3] matrix per layer (the rest is used in
- *            place from the model);
+ *            place from the model); an lpe_weights, shared by workspaces of any k;
  *   batch    tokens, activations kept for the backward, the gradient and all scratch, sized
  *            for Bm rows;
  *   state    the walker-state tokens and gradient (LPE_BE_STATE).
@@ -26,6 +26,14 @@
  * time slice (a thread waits for a descheduled sibling), so small models must not have many. */
 #define CPU_PAR(work) if ((size_t)(work) >= (size_t)1 << 15)
 
+/* The CPU's lpe_weights impl: the q|k|v projection repacked as one [D, Q3] matrix per layer (the
+ * rest is used in place from the host model). One allocation. */
+typedef struct {
+    void *mem;
+    float *Wqkv; /* [L, D, Q3]: column (c*H + h)*Dh + e is W_{Q,K,V}[h][:, e]; Q scaled 1/sqrt(Dh) */
+    float *bqkv; /* [L, Q3] */
+} cpu_weights;
+
 /* Support rows of W_E per product in the score operations: large, so that a full-vocabulary
  * support takes few products (each is a parallel region; see CPU_PAR). */
 #define CPU_SCORE_TILE 2048
@@ -35,10 +43,11 @@ typedef struct {
     int L, D, H, Dh, HD, Q3, F, V, k, Bm;
     int keep; /* activations of every layer kept (LPE_BE_GRAD) */
 
-    /* weights (lifetime: backend) */
-    void *wmem;
-    float *Wqkv; /* [L, D, Q3]: column (c*H + h)*Dh + e is W_{Q,K,V}[h][:, e]; Q scaled 1/sqrt(Dh) */
-    float *bqkv; /* [L, Q3] */
+    const lpe_dist *d; /* use_dist */
+
+    /* weights (lifetime: the lpe_weights, shared by every workspace on them) */
+    const float *Wqkv; /* [L, D, Q3] (cpu_weights) */
+    const float *bqkv; /* [L, Q3] */
 
     /* batch (lifetime: backend; contents: one batch) */
     void *bmem;
@@ -90,10 +99,13 @@ void cpu_forward(cpu_impl *c, int B, int want_grad);
 void cpu_backward(cpu_impl *c, const int32_t *targets, int B);
 
 /* scores.c: the backend's scores_at and scores_sum (backend.h) */
-void cpu_scores_at(lpe_backend *be, float *out, int ld, const lpe_dist *d, const int32_t *pos,
-                   int which, int B);
-void cpu_scores_sum(lpe_backend *be, double *out, const lpe_dist *d, const int32_t *group_off,
-                    int n_groups);
+void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int which, int B);
+void cpu_scores_sum(lpe_backend *be, double *out, const int32_t *group_off, int n_groups);
+
+/* unembed.c: the backend's target_logits and qld_pairs (backend.h) */
+void cpu_target_logits(lpe_backend *be, double *out, const float *act, const int32_t *targets,
+                       long long n, int T);
+void cpu_qld_pairs(lpe_backend *be, int64_t *count, const lpe_qld_pairs *job);
 
 /* kernels.c: row-major products and the elementwise pieces.
  * C[M, N] (ldc) = A[M, K] (lda) @ op(B) + beta * C, op(B) = B [K, N] (ldb) or B^T (B [N, K]). */

@@ -24,18 +24,15 @@ static const float *support_tile(cpu_impl *c, const int32_t *vals, int n) {
     return c->sc_W;
 }
 
-static void check_dist(const cpu_impl *c, const lpe_dist *d, const char *op) {
-    if (d->k != c->k || d->d_vocab != c->V)
-        lpe_fail_input("%s: distribution '%s' (k = %d, vocabulary %d) does not match the backend "
-                       "(k = %d, vocabulary %d)",
-                       op, d->name, d->k, d->d_vocab, c->k, c->V);
+static const lpe_dist *dist_of(const cpu_impl *c, const char *op) {
+    if (!c->d) lpe_fail("%s: no distribution (use_dist) given to the backend", op);
+    return c->d;
 }
 
-void cpu_scores_at(lpe_backend *be, float *out, int ld, const lpe_dist *d, const int32_t *pos,
-                   int which, int B) {
+void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int which, int B) {
     cpu_impl *c = (cpu_impl *)be->impl;
+    const lpe_dist *d = dist_of(c, "scores_at");
     int k = c->k, D = c->D, NF = d->n_factors;
-    check_dist(c, d, "scores_at");
     if (B < 1 || B > c->Bm) lpe_fail("scores_at: %d rows, the backend holds 1..%d", B, c->Bm);
     const float *grad = which == LPE_BUF_STATE ? c->sgrad : c->grad; /* [B, k, D] */
     if (!grad) lpe_fail("scores_at: no %s gradient (backend flags)", which ? "state" : "batch");
@@ -81,11 +78,10 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const lpe_dist *d, const
     }
 }
 
-void cpu_scores_sum(lpe_backend *be, double *out, const lpe_dist *d, const int32_t *group_off,
-                    int n_groups) {
+void cpu_scores_sum(lpe_backend *be, double *out, const int32_t *group_off, int n_groups) {
     cpu_impl *c = (cpu_impl *)be->impl;
+    const lpe_dist *d = dist_of(c, "scores_sum");
     int k = c->k, D = c->D, Bm = c->Bm;
-    check_dist(c, d, "scores_sum");
     if (!c->grad || !c->grad_valid) lpe_fail("scores_sum: the last forward did not compute a gradient");
     if (n_groups < 1) return;
     for (int g = 0; g < n_groups; g++)

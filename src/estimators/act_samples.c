@@ -20,7 +20,7 @@ void lpe_act_samples(float *act, float *max_logit, const lpe_est_ctx *ctx, long 
     lpe_progress_begin(&prog, label);
     for (long long r0 = 0; r0 < n; r0 += Bmax) {
         int B = (int)(n - r0 < Bmax ? n - r0 : Bmax);
-        be->sample_tokens(be, ctx->dist, ctx->seed, stream, (uint64_t)r0, B);
+        be->sample_tokens(be, ctx->seed, stream, (uint64_t)r0, B);
         lpe_fwd_out fo = {.act = act + (size_t)r0 * D,
                           .max_logit = max_logit ? max_logit + r0 : NULL};
         be->forward(be, &fo, NULL, B, 0);

@@ -4,14 +4,13 @@
  *   block of the target-logit product.
  *
  * For each activation sample i and target t, m_i = l_t - max_v l_v <= 0; fit mu = mean(m),
- * sigma = std(m) (n - 1); estimate Phi(mu / sigma), computed as ln Phi (qld.h: lpe_log_ndtr) so
+ * sigma = std(m) (n - 1); estimate Phi(mu / sigma), computed as ln Phi (qld_core.h: lpe_log_ndtr) so
  * that it never underflows: diagnostic log10_estimate holds it even where `estimate` is 0.
  * The samples are the ones QLD uses (act_samples.h; shared by all targets, each charged n model
  * calls). max_v l_v comes from the backend's forward; l_t from the activations in float64
- * (dgemm over target columns of W_U). The two agree to float32 rounding of the logits, so m is
+ * (the backend's target_logits). The two agree to float32 rounding of the logits, so m is
  * clamped at 0 where t itself is the argmax.
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,14 +18,13 @@
 #include "act_samples.h"
 #include "lpe/common.h"
 #include "lpe/estimator.h"
-#include "lpe/qld.h"
+#include "lpe/qld_core.h"
 
 static void gld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
-    const int T = ctx->n_targets, D = ctx->model->cfg.d_model, V = ctx->model->cfg.d_vocab;
+    const int T = ctx->n_targets, D = ctx->model->cfg.d_model;
     const long long n = ctx->budget;
     enum { NB = 1024 };
     if (n < 2 || n > 1ll << 30) lpe_params_fail(ctx->params, "budget", "gld needs 2 <= budget <= 2^30 activation samples, got %lld", n);
-    const float *W = ctx->model->W_U, *bU = ctx->model->b_U; /* [D, V], [V] or NULL */
 
     float *act = lpe_calloc((size_t)n * D, sizeof *act);  /* [n, D] */
     float *mx = lpe_calloc((size_t)n, sizeof *mx);        /* [n] max logit */
@@ -35,22 +33,15 @@ static void gld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     lpe_act_samples(act, mx, ctx, n, (int)lpe_param_int(ctx->params, "batch"), label);
     if (lpe_param_bool(ctx->params, "save_activations")) lpe_act_save(ctx, act, n);
 
-    size_t sz[] = {(size_t)D * T, (size_t)NB * D, (size_t)NB * T, (size_t)n * T};
-    double *mem = lpe_calloc(sz[0] + sz[1] + sz[2] + sz[3], sizeof *mem);
-    double *Wt = mem;               /* [D, T] the targets' columns of W_U */
-    double *vb = Wt + sz[0];        /* [nb, D] a block of activations */
-    double *lt = vb + sz[1];        /* [nb, T] target logits of the block */
-    double *m = lt + sz[2];         /* [T, n] logit differences, target-major */
-    for (int d = 0; d < D; d++)
-        for (int t = 0; t < T; t++) Wt[(size_t)d * T + t] = W[(size_t)d * V + ctx->targets[t]];
+    double *mem = lpe_calloc((size_t)NB * T + (size_t)n * T, sizeof *mem);
+    double *lt = mem;                  /* [nb, T] target logits of a block */
+    double *m = mem + (size_t)NB * T;  /* [T, n] logit differences, target-major */
     for (long long r0 = 0; r0 < n; r0 += NB) {
         int nb = (int)(n - r0 < NB ? n - r0 : NB);
-        for (size_t q = 0; q < (size_t)nb * D; q++) vb[q] = act[(size_t)r0 * D + q];
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, T, D, 1.0, vb, D, Wt, T, 0.0, lt, T);
+        ctx->be->target_logits(ctx->be, lt, act + (size_t)r0 * D, ctx->targets, nb, T);
         for (int i = 0; i < nb; i++)
             for (int t = 0; t < T; t++) {
-                double l = lt[(size_t)i * T + t] + (bU ? bU[ctx->targets[t]] : 0.0);
-                double diff = l - mx[r0 + i];
+                double diff = lt[(size_t)i * T + t] - mx[r0 + i];
                 m[(size_t)t * n + r0 + i] = diff < 0 ? diff : 0;
             }
     }

@@ -144,7 +144,7 @@ static void itgis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
                     gsum = lpe_calloc((size_t)ng * NSP, sizeof *gsum);
                     gsum_rows = (size_t)ng;
                 }
-                be->scores_sum(be, gsum, d, goff, ng);
+                be->scores_sum(be, gsum, goff, ng);
                 for (int g = 0; g < ng; g++) {
                     double *Ga = G + (size_t)gtgt[g] * NSP;
                     const double *src = gsum + (size_t)g * NSP;

@@ -159,7 +159,7 @@ static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
                 /* keep the proposal's uniform in yloc's slot until scores are back */
                 lphi_fwd[q] = lpe_u01_53(w[1], w[2]);
             }
-            be->scores_at(be, sc, MS, d, pos, LPE_BUF_STATE, nr);
+            be->scores_at(be, sc, MS, pos, LPE_BUF_STATE, nr);
             #pragma omp parallel for schedule(static)
             for (int q = 0; q < nr; q++) {
                 const int j = pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
@@ -175,7 +175,7 @@ static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
             }
             be->load_tokens(be, prop, nr);
             be->forward(be, &fo, row_t, nr, 1);
-            be->scores_at(be, sc, MS, d, pos, LPE_BUF_BATCH, nr);
+            be->scores_at(be, sc, MS, pos, LPE_BUF_BATCH, nr);
             const int record = st >= burn;
             for (int q = 0; q < nr; q++) {
                 const int j = pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);

@@ -46,7 +46,7 @@ static void naive_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
         int B = (int)(total - r0 < (uint64_t)Bmax ? total - r0 : (uint64_t)Bmax);
         int t0 = (int)(r0 / n), t1 = (int)((r0 + (uint64_t)B - 1) / n); /* targets in the batch */
         if (t0 == t1) {
-            be->sample_tokens(be, d, ctx->seed, naive_stream(ctx->targets[t0]), r0 % n, B);
+            be->sample_tokens(be, ctx->seed, naive_stream(ctx->targets[t0]), r0 % n, B);
         } else {
             for (uint64_t r = r0; r < r0 + (uint64_t)B;) {
                 int t = (int)(r / n);

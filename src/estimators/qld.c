@@ -1,5 +1,5 @@
 /* qld.c: quadratic logit decomposition (SPEC 4, QLD) as a method; the mathematics is in
- * src/qld_core.c (qld.h).
+ * src/qld_core.c (qld_core.h); the pair count runs on the backend (qld_pairs).
  *
  * Dimension legend: T = targets, n = activation samples (= budget), D = d_model, V = d_vocab.
  *
@@ -27,7 +27,7 @@
 #include "lpe/common.h"
 #include "lpe/estimator.h"
 #include "lpe/h5io.h"
-#include "lpe/qld.h"
+#include "lpe/qld_core.h"
 
 static void qld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     const int T = ctx->n_targets, D = ctx->model->cfg.d_model, V = ctx->model->cfg.d_vocab;
@@ -52,8 +52,13 @@ static void qld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     int64_t *count = lpe_calloc((size_t)T + 1, sizeof *count);   /* [T] */
     lpe_qld_dir *dir = lpe_calloc((size_t)T + 1, sizeof *dir);   /* [T] */
     double *dirs = save ? lpe_calloc((size_t)T * D + 1, sizeof *dirs) : NULL; /* [T, D] */
-    lpe_qld_estimate(out->estimate, count, dir, dirs, act, ctx->model->W_U, ctx->model->b_U,
-                     ctx->targets, T, (int)n, D, V, &o);
+    /* directions etc. on the host (small next to the count); the pair count on the backend */
+    lpe_qld_pairs job;
+    lpe_qld_prepare(&job, dir, dirs, act, ctx->model->W_U, ctx->model->b_U, ctx->targets, T,
+                    (int)n, D, V, &o);
+    ctx->be->qld_pairs(ctx->be, count, &job);
+    lpe_qld_finish(out->estimate, count, &job);
+    lpe_qld_pairs_free(&job);
     if (save && ctx->out_group > 0) { /* with the activations, enough to redo the count */
         int64_t dims[2] = {T, D};
         lpe_h5_write((hid_t)ctx->out_group, "directions", H5T_NATIVE_DOUBLE, 2, dims, dirs, 1);

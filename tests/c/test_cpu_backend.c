@@ -191,13 +191,14 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
     /* scattered ids must be distinct: 7 is prime to V in the configs used */
     lpe_dist d;
     lpe_dist_from_arrays(&d, "t", "test", 3, off, vals, pr, K, pos_f, V);
+    be->use_dist(be, &d);
 
     /* scores_at: row b at position (b * 5) % K */
     int nmax = V / 2;
     float *sc = calloc((size_t)B * nmax, sizeof *sc);
     int32_t pos[B];
     for (int b = 0; b < B; b++) pos[b] = (b * 5) % K;
-    be->scores_at(be, sc, nmax, &d, pos, LPE_BUF_BATCH, B);
+    be->scores_at(be, sc, nmax, pos, LPE_BUF_BATCH, B);
     double worst = 0;
     for (int b = 0; b < B; b++) {
         int f = d.positions[pos[b]];
@@ -221,7 +222,7 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
     int S = 0;
     for (int j = 0; j < K; j++) S += lpe_dist_support(&d, j);
     double *ss = calloc((size_t)4 * S, sizeof *ss);
-    be->scores_sum(be, ss, &d, goff, 4);
+    be->scores_sum(be, ss, goff, 4);
     worst = 0;
     for (int g = 0; g < 4; g++) {
         int o = 0;
@@ -262,7 +263,7 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
     be->load_tokens(be, tok2, B);
     be->forward(be, &out, tgt, B, 1);
     float *sc2 = calloc((size_t)B * nmax, sizeof *sc2);
-    be->scores_at(be, sc2, nmax, &d, pos, LPE_BUF_STATE, B);
+    be->scores_at(be, sc2, nmax, pos, LPE_BUF_STATE, B);
     ok = 1;
     for (int b = 0; b < B; b += 3)
         ok &= !memcmp(sc2 + (size_t)b * nmax, sc + (size_t)b * nmax,
@@ -272,7 +273,7 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
     CHECK(!memcmp(got, tok2, sizeof got), "%s: get_tokens(batch)", label);
 
     /* sample_tokens: the very tokens lpe_dist_sample draws */
-    be->sample_tokens(be, &d, 42, 7, 1000, B);
+    be->sample_tokens(be, 42, 7, 1000, B);
     int32_t want[B * K];
     lpe_dist_sample(want, &d, 42, 7, 1000, B);
     be->get_tokens(be, got, LPE_BUF_BATCH, B);
@@ -304,14 +305,15 @@ static void test_tiles(void) {
     int32_t posf[2] = {0, 0};
     lpe_dist d;
     lpe_dist_from_arrays(&d, "big", "", 1, off, vals, pr, k, posf, V);
-    lpe_backend *be = lpe_cpu_backend_create(&m, 3, k, LPE_BE_GRAD);
+    lpe_backend *be = lpe_backend_create("cpu", &m, 3, k, LPE_BE_GRAD);
+    be->use_dist(be, &d);
     int32_t tok[6] = {1, 2, 3, 4, 5, 6}, tgt[3] = {0, 7, 9}, pos[3] = {1, 0, 1};
     be->load_tokens(be, tok, 3);
     lpe_fwd_out out = {0};
     be->forward(be, &out, tgt, 3, 1);
     float *g = calloc((size_t)3 * k * D, sizeof *g), *sc = calloc((size_t)3 * n, sizeof *sc);
     be->get_grad(be, g, LPE_BUF_BATCH, 3);
-    be->scores_at(be, sc, n, &d, pos, LPE_BUF_BATCH, 3);
+    be->scores_at(be, sc, n, pos, LPE_BUF_BATCH, 3);
     double worst = 0;
     for (int b = 0; b < 3; b++)
         for (int s = 0; s < n; s++) {
@@ -351,7 +353,7 @@ static lpe_model_config small = {.n_layers = 2, .d_model = 16, .n_heads = 2, .d_
 static void bad_token(void) {
     lpe_model m;
     lpe_model_init_random(&m, &small, 1);
-    lpe_backend *be = lpe_cpu_backend_create(&m, 2, 3, 0);
+    lpe_backend *be = lpe_backend_create("cpu", &m, 2, 3, 0);
     int32_t t[6] = {0, 1, 2, 3, 41, 5};
     be->load_tokens(be, t, 2);
 }
@@ -360,7 +362,7 @@ static void nan_model(void) {
     lpe_model m;
     lpe_model_init_random(&m, &small, 1);
     m.W_U[5] = NAN;
-    lpe_backend *be = lpe_cpu_backend_create(&m, 2, 3, 0);
+    lpe_backend *be = lpe_backend_create("cpu", &m, 2, 3, 0);
     int32_t t[6] = {0, 1, 2, 3, 4, 5}, am[2];
     be->load_tokens(be, t, 2);
     lpe_fwd_out o = {.argmax = am};
@@ -392,7 +394,7 @@ int main(void) {
 
     CHECK(child_status(bad_token) == 2, "a token id >= V must exit 2");
     CHECK(child_status(nan_model) == 1, "non-finite logits must exit 1");
-    if (!lpe_cuda_available()) CHECK(child_status(no_cuda) == 2, "cuda in a CPU build must exit 2");
+    if (!lpe_backend_available("cuda")) CHECK(child_status(no_cuda) == 2, "cuda in a CPU build must exit 2");
 
     /* batch_for_budget: the largest batch that fits */
     lpe_model_config g1 = {.n_layers = 1, .d_model = 512, .n_heads = 8, .d_head = 64,

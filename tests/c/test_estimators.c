@@ -52,6 +52,7 @@ static void world_make(world *w, int n_a, int n_b, int pos_a, int pos_b, int fla
     for (int j = 0; j < pos_b; j++) positions[1 + pos_a + j] = 2;
     lpe_dist_from_arrays(&w->d, "test", "", 3, off, vals, pr, k, positions, c.d_vocab);
     w->be = lpe_backend_create("cpu", &w->m, 256, k, flags);
+    w->be->use_dist(w->be, &w->d);
     w->n_inputs = lpe_dist_enum_size(&w->d);
     w->P = calloc((size_t)c.d_vocab, sizeof(double));
     int32_t tok[256 * 16], am[256];

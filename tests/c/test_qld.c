@@ -20,7 +20,7 @@
 #include "check.h"
 #include "lpe/common.h"
 #include "lpe/philox.h"
-#include "lpe/qld.h"
+#include "lpe/qld_core.h"
 
 static uint64_t g_ctr;
 static double unif(void) {

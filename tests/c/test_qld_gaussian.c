@@ -18,7 +18,7 @@
 #include "check.h"
 #include "lpe/common.h"
 #include "lpe/philox.h"
-#include "lpe/qld.h"
+#include "lpe/qld_core.h"
 
 enum { D = 4, V = 10, R = 8, LOG2_N = 12, LOG2_MC = 24 };
 

@@ -1,4 +1,4 @@
-/* flops.c: floating-point operations of the pruned forward and of the backward to r0 for one
+/* model_flops.c: floating-point operations of the pruned forward and of the backward to r0 for one
  * sequence of length k, counting the products the CPU backend performs (2 per multiply-add):
  * every projection, the causal attention scores and value sums (j <= i only). LayerNorm,
  * softmax and activations are elementwise and not counted.

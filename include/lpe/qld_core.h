@@ -1,4 +1,5 @@
-/* qld.h: the mathematics of activation extrapolation (SPEC 4: QLD and GLD), no backend.
+/* qld_core.h: the mathematics of activation extrapolation (SPEC 4: QLD and GLD), no backend
+ * (src/qld_core.c; the methods that use it are src/estimators/qld.c and gld.c).
  *
  * Dimension legend: n = activation samples, D = d_model, V = d_vocab, T = targets,
  *   nb = rows of one logits block, nc = constraints v != t (V - 1).
@@ -124,9 +125,41 @@ typedef struct {
 
 void lpe_qld_opts_default(lpe_qld_opts *o);
 
-/* est [T] = count / n^2 (0 when the direction search certified infeasibility), count [T] (may be
- * NULL), dir [T] (may be NULL), dirs [T, D] unit directions in whitened space (may be NULL).
- * act [n, D] float32 activations, W_U [D, V], b_U [V] or NULL, targets [T]. */
+/* A prepared pair count (lpe_qld_prepare): everything per target that counting the n^2 pairs
+ * needs, so that a backend can count them (backend.h: qld_pairs) without knowing the method.
+ * Target i's pairs: for each row j, the logits l_j = x_j W_U + b_U of the row's x_j (paper: the
+ * activation v_j; arc: v_j A^T), the interval [lo, hi] of shifts from lpe_qld_row_bounds with
+ * rinv [i] and zero_e [i], and the count of sorted a [i] in [s + lo, s + hi], s = v_j . Y_i - y0_i
+ * (paper) or 0 (arc). */
+typedef struct {
+    int variant, T, n, D, V;
+    int block_rows;         /* nb: logits rows per block (memory nb x V floats) */
+    const float *act;       /* [n, D] activations (the caller's) */
+    const int32_t *targets; /* [T] (the caller's) */
+    double *A;              /* [D, D] whitening factor, lower (arc rows: v A^T) */
+    float *rinv;            /* [T, V] 1 / e_v per target (0 where e_v = 0) */
+    int32_t **zero_e;       /* [T] lists of the v != t with e_v = 0 */
+    int *n_zero;            /* [T] */
+    double *asort;          /* [T, n] a_i ascending, per target */
+    double *Y, *y0;         /* [T, D], [T] split coefficients (lpe_qld_split_coef) */
+    uint8_t *skip;          /* [T] certified infeasible: count exactly 0 */
+} lpe_qld_pairs;
+
+/* The job for T targets: whitening, pullback, direction (dir [T]; dirs [T, D] unit directions in
+ * whitened space, may be NULL), slopes, split coefficients and sorted a per target. */
+void lpe_qld_prepare(lpe_qld_pairs *job, lpe_qld_dir *dir, double *dirs, const float *act,
+                     const float *W_U, const float *b_U, const int32_t *targets, int T, int n,
+                     int D, int V, const lpe_qld_opts *o);
+void lpe_qld_pairs_free(lpe_qld_pairs *job);
+/* count [T]: the pair count with float32 logits blocks x W_U (W_U [D, V], b_U [V] or NULL) on
+ * the host: the CPU backend's qld_pairs and the reference a fused kernel is tested against. */
+void lpe_qld_count_pairs(int64_t *count, const lpe_qld_pairs *job, const float *W_U,
+                         const float *b_U);
+/* est [T] = count / n^2; count [T] set to 0 where the direction search certified infeasibility. */
+void lpe_qld_finish(double *est, int64_t *count, const lpe_qld_pairs *job);
+
+/* prepare, count on the host, finish. est [T], count [T] (may be NULL), dir [T] (may be NULL),
+ * dirs [T, D] (may be NULL). act [n, D] float32 activations, W_U [D, V], b_U [V] or NULL. */
 void lpe_qld_estimate(double *est, int64_t *count, lpe_qld_dir *dir, double *dirs,
                       const float *act, const float *W_U, const float *b_U,
                       const int32_t *targets, int T, int n, int D, int V, const lpe_qld_opts *o);
