@@ -3,9 +3,9 @@
  * scaled by 1/sqrt(Dh), so a score is a plain dot product.
  *
  * Dimension legend: B sequences, k positions, H heads, Dh = d_head, HD = H*Dh, Q3 = 3*HD.
- *   QKV [B, k, Q3]: row (b, i) holds q | k | v, head h at columns h*Dh within each third.
- *   Z [B, k, HD], P [B, H, k, k] (row i: probabilities over j <= i, zeros above the diagonal).
- *   Last-query variants: Zl [B, HD], Pl [B, H, k].
+ *   qkv [B, k, Q3]: row (b, i) holds q | k | v, head h at columns h*Dh within each third.
+ *   attn_out [B, k, HD], att [B, H, k, k] (row i: probabilities over j <= i, zeros above the diagonal).
+ *   Last-query variants: last_attn_out [B, HD], last_att [B, H, k].
  */
 #include <math.h>
 #include <string.h>
@@ -37,36 +37,36 @@ static inline void softmax(float *s, int n) {
     for (int j = 0; j < n; j++) s[j] *= inv;
 }
 
-void cpu_attn_fwd_full(float *Z, float *P, const float *QKV, int B, int k, int H, int Dh) {
+void cpu_attn_fwd_full(float *attn_out, float *att, const float *qkv, int B, int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
 #pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            const float *base = QKV + (size_t)b * k * Q3 + h * Dh; /* q of row 0 */
+            const float *base = qkv + (size_t)b * k * Q3 + h * Dh; /* q of row 0 */
             for (int i = 0; i < k; i++) {
                 const float *q = base + (size_t)i * Q3;              /* [Dh] */
-                float *p = P + (((size_t)b * H + h) * k + i) * k;   /* [k] */
+                float *p = att + (((size_t)b * H + h) * k + i) * k;   /* [k] */
                 for (int j = 0; j <= i; j++) p[j] = dot(q, base + (size_t)j * Q3 + HD, Dh);
                 softmax(p, i + 1);
                 for (int j = i + 1; j < k; j++) p[j] = 0;
-                float *z = Z + ((size_t)b * k + i) * HD + h * Dh; /* [Dh] */
+                float *z = attn_out + ((size_t)b * k + i) * HD + h * Dh; /* [Dh] */
                 memset(z, 0, (size_t)Dh * sizeof *z);
                 for (int j = 0; j <= i; j++) axpy(z, p[j], base + (size_t)j * Q3 + 2 * HD, Dh);
             }
         }
 }
 
-void cpu_attn_fwd_last(float *Zl, float *Pl, const float *QKV, int B, int k, int H, int Dh) {
+void cpu_attn_fwd_last(float *last_attn_out, float *last_att, const float *qkv, int B, int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
 #pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            const float *base = QKV + (size_t)b * k * Q3 + h * Dh;
+            const float *base = qkv + (size_t)b * k * Q3 + h * Dh;
             const float *q = base + (size_t)(k - 1) * Q3; /* [Dh] */
-            float *p = Pl + ((size_t)b * H + h) * k;      /* [k] */
+            float *p = last_att + ((size_t)b * H + h) * k;      /* [k] */
             for (int j = 0; j < k; j++) p[j] = dot(q, base + (size_t)j * Q3 + HD, Dh);
             softmax(p, k);
-            float *z = Zl + (size_t)b * HD + h * Dh; /* [Dh] */
+            float *z = last_attn_out + (size_t)b * HD + h * Dh; /* [Dh] */
             memset(z, 0, (size_t)Dh * sizeof *z);
             for (int j = 0; j < k; j++) axpy(z, p[j], base + (size_t)j * Q3 + 2 * HD, Dh);
         }
@@ -92,7 +92,7 @@ static inline void query_bwd(float *dq, float *dkv0, const float *dz, const floa
 }
 
 /* Each (b, h) task owns the dk and dv slices of its head: clear them before accumulating.
-   dbase: [k, 3*H*Dh] rows of dQKV, offset to this head (the q slice is written, not summed). */
+   dbase: [k, 3*H*Dh] rows of d_qkv, offset to this head (the q slice is written, not summed). */
 static void clear_dkv(float *dbase, int k, int HD, int Q3, int Dh) {
     for (int j = 0; j < k; j++) {
         memset(dbase + (size_t)j * Q3 + HD, 0, (size_t)Dh * sizeof(float));
@@ -100,36 +100,36 @@ static void clear_dkv(float *dbase, int k, int HD, int Q3, int Dh) {
     }
 }
 
-void cpu_attn_bwd_full(float *dQKV, const float *dZ, const float *P, const float *QKV, int B,
+void cpu_attn_bwd_full(float *d_qkv, const float *d_attn_out, const float *att, const float *qkv, int B,
                        int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
 #pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             float dp[k];
-            const float *base = QKV + (size_t)b * k * Q3 + h * Dh; /* q of row 0 */
-            float *dbase = dQKV + (size_t)b * k * Q3 + h * Dh;
+            const float *base = qkv + (size_t)b * k * Q3 + h * Dh; /* q of row 0 */
+            float *dbase = d_qkv + (size_t)b * k * Q3 + h * Dh;
             clear_dkv(dbase, k, HD, Q3, Dh);
             for (int i = 0; i < k; i++)
                 query_bwd(dbase + (size_t)i * Q3, dbase + HD,
-                          dZ + ((size_t)b * k + i) * HD + h * Dh,
-                          P + (((size_t)b * H + h) * k + i) * k, base + (size_t)i * Q3, base + HD,
+                          d_attn_out + ((size_t)b * k + i) * HD + h * Dh,
+                          att + (((size_t)b * H + h) * k + i) * k, base + (size_t)i * Q3, base + HD,
                           dp, i + 1, HD, Q3, Dh);
         }
 }
 
-void cpu_attn_bwd_last(float *dQKV, const float *dZl, const float *Pl, const float *QKV, int B,
+void cpu_attn_bwd_last(float *d_qkv, const float *d_last_attn_out, const float *last_att, const float *qkv, int B,
                        int k, int H, int Dh) {
     int HD = H * Dh, Q3 = 3 * HD;
 #pragma omp parallel for collapse(2) schedule(static) CPU_PAR((size_t)B * k * HD * 4)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             float dp[k];
-            const float *base = QKV + (size_t)b * k * Q3 + h * Dh;
-            float *dbase = dQKV + (size_t)b * k * Q3 + h * Dh;
+            const float *base = qkv + (size_t)b * k * Q3 + h * Dh;
+            float *dbase = d_qkv + (size_t)b * k * Q3 + h * Dh;
             clear_dkv(dbase, k, HD, Q3, Dh);
-            query_bwd(dbase + (size_t)(k - 1) * Q3, dbase + HD, dZl + (size_t)b * HD + h * Dh,
-                      Pl + ((size_t)b * H + h) * k, base + (size_t)(k - 1) * Q3, base + HD, dp,
+            query_bwd(dbase + (size_t)(k - 1) * Q3, dbase + HD, d_last_attn_out + (size_t)b * HD + h * Dh,
+                      last_att + ((size_t)b * H + h) * k, base + (size_t)(k - 1) * Q3, base + HD, dp,
                       k, HD, Q3, Dh);
         }
 }

@@ -18,22 +18,22 @@ static void block_full_bwd(cpu_impl *c, int l, int B) {
     int k = c->k, D = c->D, HD = c->HD, Q3 = c->Q3, F = c->F, N = B * k;
     size_t Nm = (size_t)c->Bm * k;
     float *dX = c->grad;                                       /* [N, D] */
-    const float *x = c->X + (size_t)l * Nm * D;                /* [N, D] */
-    const float *qkv = c->QKV + (size_t)l * Nm * Q3;           /* [N, Q3] */
-    const float *P = c->P + (size_t)l * c->Bm * c->H * k * k;  /* [B, H, k, k] */
+    const float *x = c->resid + (size_t)l * Nm * D;                /* [N, D] */
+    const float *qkv = c->qkv + (size_t)l * Nm * Q3;           /* [N, Q3] */
+    const float *P = c->att + (size_t)l * c->Bm * c->H * k * k;  /* [B, H, k, k] */
     float *dxm = dX;                                           /* [N, D] */
     if (!c->m->cfg.attn_only) {
-        dxm = c->dXM;
-        cpu_gemm(c->dG, F, dX, D, w->W_out, D, N, F, D, 1, 0.0f);
-        cpu_mul(c->dG, c->HP + (size_t)l * Nm * F, (size_t)N * F); /* act' kept by the forward */
-        cpu_gemm(c->dA, D, c->dG, F, w->W_in, F, N, D, F, 1, 0.0f);
-        cpu_ln_bwd(dxm, D, dX, D, c->dA, D, c->XM + (size_t)l * Nm * D, D, c->mu2 + l * Nm,
-                   c->rs2 + l * Nm, w->ln2_w, N, D);
+        dxm = c->d_resid_mid;
+        cpu_gemm(c->d_mlp_act, F, dX, D, w->W_out, D, N, F, D, 1, 0.0f);
+        cpu_mul(c->d_mlp_act, c->mlp_pre + (size_t)l * Nm * F, (size_t)N * F); /* act' kept by the forward */
+        cpu_gemm(c->d_ln_out, D, c->d_mlp_act, F, w->W_in, F, N, D, F, 1, 0.0f);
+        cpu_ln_bwd(dxm, D, dX, D, c->d_ln_out, D, c->resid_mid + (size_t)l * Nm * D, D, c->ln2_mean + l * Nm,
+                   c->ln2_rstd + l * Nm, w->ln2_w, N, D);
     }
-    cpu_gemm(c->dZ, HD, dxm, D, w->W_O, D, N, HD, D, 1, 0.0f);
-    cpu_attn_bwd_full(c->dQKV, c->dZ, P, qkv, B, k, c->H, c->Dh);
-    cpu_gemm(c->dA, D, c->dQKV, Q3, c->Wqkv + (size_t)l * D * Q3, Q3, N, D, Q3, 1, 0.0f);
-    cpu_ln_bwd(dX, D, dxm, D, c->dA, D, x, D, c->mu1 + l * Nm, c->rs1 + l * Nm, w->ln1_w, N, D);
+    cpu_gemm(c->d_attn_out, HD, dxm, D, w->W_O, D, N, HD, D, 1, 0.0f);
+    cpu_attn_bwd_full(c->d_qkv, c->d_attn_out, P, qkv, B, k, c->H, c->Dh);
+    cpu_gemm(c->d_ln_out, D, c->d_qkv, Q3, c->Wqkv + (size_t)l * D * Q3, Q3, N, D, Q3, 1, 0.0f);
+    cpu_ln_bwd(dX, D, dxm, D, c->d_ln_out, D, x, D, c->ln1_mean + l * Nm, c->ln1_rstd + l * Nm, w->ln1_w, N, D);
 }
 
 /* final LN, the last block (pruned) -> dX [N, D] entering the last block */
@@ -43,29 +43,29 @@ static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B) {
     const lpe_layer *w = &m->layers[l];
     int k = c->k, D = c->D, HD = c->HD, Q3 = c->Q3, F = c->F, V = c->V, N = B * k;
     size_t Nm = (size_t)c->Bm * k;
-    const float *x = c->X + (size_t)l * Nm * D;       /* [N, D] */
-    const float *qkv = c->QKV + (size_t)l * Nm * Q3;  /* [N, Q3] */
+    const float *x = c->resid + (size_t)l * Nm * D;       /* [N, D] */
+    const float *qkv = c->qkv + (size_t)l * Nm * Q3;  /* [N, Q3] */
     const float *Wqkv = c->Wqkv + (size_t)l * D * Q3; /* [D, Q3] */
-    float *dact = c->dA;                              /* [B, D] */
-    float *dxm = c->dXM;                              /* [B, D] */
+    float *dact = c->d_ln_out;                              /* [B, D] */
+    float *dxm = c->d_resid_mid;                              /* [B, D] */
 
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)B * D)
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++) dact[(size_t)b * D + d] = m->W_U[(size_t)d * V + targets[b]];
-    cpu_ln_bwd(dxm, D, NULL, 0, dact, D, c->XF, D, c->muf, c->rsf, m->lnf_w, B, D);
+    cpu_ln_bwd(dxm, D, NULL, 0, dact, D, c->resid_final, D, c->lnf_mean, c->lnf_rstd, m->lnf_w, B, D);
     if (!m->cfg.attn_only) {
-        cpu_gemm(c->dG, F, dxm, D, w->W_out, D, B, F, D, 1, 0.0f);
-        cpu_mul(c->dG, c->HPl, (size_t)B * F);
-        cpu_gemm(c->dA, D, c->dG, F, w->W_in, F, B, D, F, 1, 0.0f);
-        cpu_ln_bwd(dxm, D, dxm, D, c->dA, D, c->XMl, D, c->mu2l, c->rs2l, w->ln2_w, B, D);
+        cpu_gemm(c->d_mlp_act, F, dxm, D, w->W_out, D, B, F, D, 1, 0.0f);
+        cpu_mul(c->d_mlp_act, c->last_mlp_pre, (size_t)B * F);
+        cpu_gemm(c->d_ln_out, D, c->d_mlp_act, F, w->W_in, F, B, D, F, 1, 0.0f);
+        cpu_ln_bwd(dxm, D, dxm, D, c->d_ln_out, D, c->last_resid_mid, D, c->last_ln2_mean, c->last_ln2_rstd, w->ln2_w, B, D);
     }
-    cpu_gemm(c->dZ, HD, dxm, D, w->W_O, D, B, HD, D, 1, 0.0f);
-    cpu_attn_bwd_last(c->dQKV, c->dZ, c->Pl, qkv, B, k, c->H, c->Dh);
+    cpu_gemm(c->d_attn_out, HD, dxm, D, w->W_O, D, B, HD, D, 1, 0.0f);
+    cpu_attn_bwd_last(c->d_qkv, c->d_attn_out, c->last_att, qkv, B, k, c->H, c->Dh);
     /* through k|v of every position, then through q of the last rows */
-    cpu_gemm(c->dA, D, c->dQKV + HD, Q3, Wqkv + HD, Q3, N, D, 2 * HD, 1, 0.0f);
-    cpu_gemm(c->dA + (size_t)(k - 1) * D, k * D, c->dQKV + (size_t)(k - 1) * Q3, k * Q3, Wqkv, Q3,
+    cpu_gemm(c->d_ln_out, D, c->d_qkv + HD, Q3, Wqkv + HD, Q3, N, D, 2 * HD, 1, 0.0f);
+    cpu_gemm(c->d_ln_out + (size_t)(k - 1) * D, k * D, c->d_qkv + (size_t)(k - 1) * Q3, k * Q3, Wqkv, Q3,
              B, D, HD, 1, 1.0f);
-    cpu_ln_bwd(c->grad, D, NULL, 0, c->dA, D, x, D, c->mu1 + l * Nm, c->rs1 + l * Nm, w->ln1_w, N,
+    cpu_ln_bwd(c->grad, D, NULL, 0, c->d_ln_out, D, x, D, c->ln1_mean + l * Nm, c->ln1_rstd + l * Nm, w->ln1_w, N,
                D);
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)B * D)
     for (int b = 0; b < B; b++) { /* the residual path: last row only */

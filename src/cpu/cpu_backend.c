@@ -48,48 +48,48 @@ static int batch_table(slot *t, cpu_impl *c, int attn_only) {
     size_t nM = attn_only ? 0 : nF;
     size_t Grows = attn_only ? 0 : (Lf > 0 ? Nm : Bm);
     ADD(c->tok, Bm * k);
-    ADD(c->X, nX * Nm * D);
-    ADD(c->mu1, nL * Nm);
-    ADD(c->rs1, nL * Nm);
-    ADD(c->QKV, nL * Nm * c->Q3);
-    ADD(c->P, nF * Bm * c->H * k * k);
-    ADD(c->Z, nF * Nm * c->HD);
-    ADD(c->XM, nM * Nm * D);
-    ADD(c->mu2, nM * Nm);
-    ADD(c->rs2, nM * Nm);
-    ADD(c->HP, nM * Nm * F);
-    ADD(c->Pl, Bm * c->H * k);
-    ADD(c->Zl, Bm * c->HD);
-    ADD(c->XMl, Bm * D);
-    ADD(c->mu2l, Bm);
-    ADD(c->rs2l, Bm);
-    ADD(c->HPl, attn_only ? 0 : Bm * F);
-    ADD(c->XF, Bm * D);
-    ADD(c->muf, Bm);
-    ADD(c->rsf, Bm);
-    ADD(c->ACT, Bm * D);
-    ADD(c->LOG, Bm * c->V);
-    ADD(c->A, Nm * D);
-    ADD(c->G, Grows * F);
+    ADD(c->resid, nX * Nm * D);
+    ADD(c->ln1_mean, nL * Nm);
+    ADD(c->ln1_rstd, nL * Nm);
+    ADD(c->qkv, nL * Nm * c->Q3);
+    ADD(c->att, nF * Bm * c->H * k * k);
+    ADD(c->attn_out, nF * Nm * c->HD);
+    ADD(c->resid_mid, nM * Nm * D);
+    ADD(c->ln2_mean, nM * Nm);
+    ADD(c->ln2_rstd, nM * Nm);
+    ADD(c->mlp_pre, nM * Nm * F);
+    ADD(c->last_att, Bm * c->H * k);
+    ADD(c->last_attn_out, Bm * c->HD);
+    ADD(c->last_resid_mid, Bm * D);
+    ADD(c->last_ln2_mean, Bm);
+    ADD(c->last_ln2_rstd, Bm);
+    ADD(c->last_mlp_pre, attn_only ? 0 : Bm * F);
+    ADD(c->resid_final, Bm * D);
+    ADD(c->lnf_mean, Bm);
+    ADD(c->lnf_rstd, Bm);
+    ADD(c->lnf, Bm * D);
+    ADD(c->logits, Bm * c->V);
+    ADD(c->ln_out, Nm * D);
+    ADD(c->mlp_act, Grows * F);
     size_t g = keep ? 1 : 0;
     ADD(c->grad, g * Nm * D);
-    ADD(c->dXM, g * Nm * D);
-    ADD(c->dA, g * Nm * D);
-    ADD(c->dG, g * Grows * F);
-    ADD(c->dQKV, g * Nm * c->Q3);
-    ADD(c->dZ, g * Nm * c->HD);
-    ADD(c->sc_W, g * CPU_SCORE_TILE * D);
-    ADD(c->sc_A, g * Bm * D);
-    ADD(c->sc_C, g * Bm * CPU_SCORE_TILE);
-    ADD(c->sc_rows, g * Bm);
+    ADD(c->d_resid_mid, g * Nm * D);
+    ADD(c->d_ln_out, g * Nm * D);
+    ADD(c->d_mlp_act, g * Grows * F);
+    ADD(c->d_qkv, g * Nm * c->Q3);
+    ADD(c->d_attn_out, g * Nm * c->HD);
+    ADD(c->sc_emb, g * CPU_SCORE_TILE * D);
+    ADD(c->sc_grad, g * Bm * D);
+    ADD(c->sc_prod, g * Bm * CPU_SCORE_TILE);
+    ADD(c->sc_order, g * Bm);
     return n;
 }
 
 static int state_table(slot *t, cpu_impl *c, int with_state) {
     int n = 0;
     size_t s = with_state ? 1 : 0, g = with_state && c->keep ? 1 : 0;
-    ADD(c->stok, s * c->Bm * c->k);
-    ADD(c->sgrad, g * c->Bm * c->k * c->D);
+    ADD(c->state_tok, s * c->Bm * c->k);
+    ADD(c->state_grad, g * c->Bm * c->k * c->D);
     return n;
 }
 
@@ -180,8 +180,8 @@ static void op_sample_tokens(lpe_backend *be, uint64_t seed, uint32_t stream, ui
 static void op_get_tokens(lpe_backend *be, int32_t *tokens, int which, int B) {
     cpu_impl *c = impl(be);
     check_rows(c, B, "get_tokens");
-    if (which == LPE_BUF_STATE && !c->stok) lpe_fail("cpu backend: no walker state (LPE_BE_STATE)");
-    memcpy(tokens, which == LPE_BUF_STATE ? c->stok : c->tok, (size_t)B * c->k * sizeof *tokens);
+    if (which == LPE_BUF_STATE && !c->state_tok) lpe_fail("cpu backend: no walker state (LPE_BE_STATE)");
+    memcpy(tokens, which == LPE_BUF_STATE ? c->state_tok : c->tok, (size_t)B * c->k * sizeof *tokens);
 }
 
 static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets, int B,
@@ -203,7 +203,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
     int bad_row = -1;
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)B * V)
     for (int b = 0; b < B; b++) {
-        const float *lg = c->LOG + (size_t)b * V; /* [V] */
+        const float *lg = c->logits + (size_t)b * V; /* [V] */
         int am = 0, finite = 1;
         float mx = lg[0];
         for (int v = 0; v < V; v++) { /* strict '>' keeps the lowest index on ties */
@@ -225,7 +225,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
         lpe_fail("forward: the logits of batch row %d are not finite (NaN or inf in the model's "
                  "activations)",
                  bad_row);
-    if (out && out->act) memcpy(out->act, c->ACT, (size_t)B * c->D * sizeof *out->act);
+    if (out && out->act) memcpy(out->act, c->lnf, (size_t)B * c->D * sizeof *out->act);
     if (want_grad) {
         cpu_backward(c, targets, B);
         c->grad_valid = 1;
@@ -235,35 +235,35 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
 static void op_commit_state(lpe_backend *be, const uint8_t *accept, int B) {
     cpu_impl *c = impl(be);
     check_rows(c, B, "commit_state");
-    if (!c->stok) lpe_fail("cpu backend: commit_state without walker state (LPE_BE_STATE)");
+    if (!c->state_tok) lpe_fail("cpu backend: commit_state without walker state (LPE_BE_STATE)");
     size_t kD = (size_t)c->k * c->D;
-    int with_grad = c->sgrad && c->grad_valid;
+    int with_grad = c->state_grad && c->grad_valid;
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)B * kD)
     for (int b = 0; b < B; b++) {
         if (!accept[b]) continue;
-        memcpy(c->stok + (size_t)b * c->k, c->tok + (size_t)b * c->k, c->k * sizeof *c->tok);
-        if (with_grad) memcpy(c->sgrad + b * kD, c->grad + b * kD, kD * sizeof *c->grad);
+        memcpy(c->state_tok + (size_t)b * c->k, c->tok + (size_t)b * c->k, c->k * sizeof *c->tok);
+        if (with_grad) memcpy(c->state_grad + b * kD, c->grad + b * kD, kD * sizeof *c->grad);
     }
 }
 
 static void op_load_state(lpe_backend *be, const int32_t *tokens, int B) {
     cpu_impl *c = impl(be);
     check_rows(c, B, "load_state");
-    if (!c->stok) lpe_fail("cpu backend: load_state without walker state (LPE_BE_STATE)");
+    if (!c->state_tok) lpe_fail("cpu backend: load_state without walker state (LPE_BE_STATE)");
     check_tokens(c, tokens, B, "walker-state tokens");
-    memcpy(c->stok, tokens, (size_t)B * c->k * sizeof *c->stok);
+    memcpy(c->state_tok, tokens, (size_t)B * c->k * sizeof *c->state_tok);
 }
 
 static void op_get_logits(lpe_backend *be, float *logits, int B) {
     cpu_impl *c = impl(be);
     LPE_ASSERT(B >= 1 && B <= c->B_last);
-    memcpy(logits, c->LOG, (size_t)B * c->V * sizeof *logits);
+    memcpy(logits, c->logits, (size_t)B * c->V * sizeof *logits);
 }
 
 static void op_get_grad(lpe_backend *be, float *grad, int which, int B) {
     cpu_impl *c = impl(be);
     check_rows(c, B, "get_grad");
-    const float *src = which == LPE_BUF_STATE ? c->sgrad : c->grad;
+    const float *src = which == LPE_BUF_STATE ? c->state_grad : c->grad;
     if (!src) lpe_fail("cpu backend: no gradient buffer for get_grad");
     memcpy(grad, src, (size_t)B * c->k * c->D * sizeof *grad);
 }

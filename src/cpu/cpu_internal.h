@@ -51,44 +51,45 @@ typedef struct {
 
     /* batch (lifetime: backend; contents: one batch) */
     void *bmem;
-    int32_t *tok;    /* [Bm, k] */
-    float *X;        /* [L or 2, Nm, D] residual stream entering each block (X[0] = r0) */
-    float *mu1, *rs1;/* [L or 1, Nm] LN1 mean and 1/std */
-    float *QKV;      /* [L or 1, Nm, Q3] (last block: q only on the last row of each sequence) */
-    float *P;        /* [Lf or 1, Bm, H, k, k] attention probabilities of the full blocks */
-    float *Z;        /* [Lf or 1, Nm, HD] attention output per head, before W_O */
-    float *XM;       /* [Lf or 1, Nm, D] residual after attention (LN2 input) */
-    float *mu2, *rs2;/* [Lf or 1, Nm] */
-    float *HP;       /* [Lf or 1, Nm, F] MLP pre-activation; act'(pre-activation) after a
-                        forward with gradient */
-    float *Pl;       /* [Bm, H, k] last block: attention of the last query */
-    float *Zl;       /* [Bm, HD] */
-    float *XMl;      /* [Bm, D] */
-    float *mu2l, *rs2l; /* [Bm] */
-    float *HPl;      /* [Bm, F] (as HP) */
-    float *XF;       /* [Bm, D] residual after the last block (final LN input) */
-    float *muf, *rsf;/* [Bm] */
-    float *ACT;      /* [Bm, D] final LN output */
-    float *LOG;      /* [Bm, V] logits at the last position */
-    float *A;        /* [Nm, D] scratch: a LayerNorm output */
-    float *G;        /* [Nm or Bm, F] scratch: MLP activation output */
-    float *grad;     /* [Bm, k, D] ds/dr0 (LPE_BE_GRAD); also the running dX of the backward */
-    float *dXM;      /* [Nm, D] */
-    float *dA;       /* [Nm, D] */
-    float *dG;       /* [Nm or Bm, F] */
-    float *dQKV;     /* [Nm, Q3] */
-    float *dZ;       /* [Nm, HD] */
-    float *sc_W;     /* [CPU_SCORE_TILE, D] gathered support rows of W_E */
-    float *sc_A;     /* [Bm, D] gathered gradient rows (scores) */
-    float *sc_C;     /* [Bm, CPU_SCORE_TILE] product tile */
-    int32_t *sc_rows;/* [Bm] row order grouped by factor */
+    int32_t *tok;          /* [Bm, k] */
+    float *resid;          /* [L or 2, Nm, D] residual stream entering each block (resid[0] = r0) */
+    float *ln1_mean, *ln1_rstd; /* [L or 1, Nm] LN1 mean and 1/std */
+    float *qkv;            /* [L or 1, Nm, Q3] (last block: q only on the last row of each sequence) */
+    float *att;            /* [Lf or 1, Bm, H, k, k] attention probabilities of the full blocks */
+    float *attn_out;       /* [Lf or 1, Nm, HD] attention output per head, before W_O */
+    float *resid_mid;      /* [Lf or 1, Nm, D] residual after attention (LN2 input) */
+    float *ln2_mean, *ln2_rstd; /* [Lf or 1, Nm] */
+    float *mlp_pre;        /* [Lf or 1, Nm, F] MLP pre-activation; act'(pre-activation) after a
+                              forward with gradient */
+    float *last_att;       /* [Bm, H, k] last block: attention of the last query */
+    float *last_attn_out;  /* [Bm, HD] */
+    float *last_resid_mid; /* [Bm, D] */
+    float *last_ln2_mean, *last_ln2_rstd; /* [Bm] */
+    float *last_mlp_pre;   /* [Bm, F] (as mlp_pre) */
+    float *resid_final;    /* [Bm, D] residual after the last block (final LN input) */
+    float *lnf_mean, *lnf_rstd; /* [Bm] */
+    float *lnf;            /* [Bm, D] final LN output */
+    float *logits;         /* [Bm, V] logits at the last position */
+    float *ln_out;         /* [Nm, D] scratch: a LayerNorm output */
+    float *mlp_act;        /* [Nm or Bm, F] scratch: MLP activation output */
+    float *grad;           /* [Bm, k, D] ds/dr0 (LPE_BE_GRAD); also the running d resid of the
+                              backward */
+    float *d_resid_mid;    /* [Nm, D] */
+    float *d_ln_out;       /* [Nm, D] */
+    float *d_mlp_act;      /* [Nm or Bm, F] */
+    float *d_qkv;          /* [Nm, Q3] */
+    float *d_attn_out;     /* [Nm, HD] */
+    float *sc_emb;         /* [CPU_SCORE_TILE, D] gathered support rows of W_E */
+    float *sc_grad;        /* [Bm, D] gathered gradient rows (scores) */
+    float *sc_prod;        /* [Bm, CPU_SCORE_TILE] product tile */
+    int32_t *sc_order;     /* [Bm] row order grouped by factor */
     int B_last;      /* rows of the last forward */
     int grad_valid;  /* the last forward kept its gradient */
 
     /* walker state (LPE_BE_STATE) */
     void *smem;
-    int32_t *stok;   /* [Bm, k] */
-    float *sgrad;    /* [Bm, k, D] (with LPE_BE_GRAD) */
+    int32_t *state_tok;  /* [Bm, k] */
+    float *state_grad;   /* [Bm, k, D] (with LPE_BE_GRAD) */
 } cpu_impl;
 
 /* Bytes of the batch and state allocations for a config (batch_for_budget and create agree). */
@@ -127,13 +128,13 @@ void cpu_act_fwd(float *y, float *h, size_t n, int act, int keep_grad);
 void cpu_mul(float *y, const float *d, size_t n);
 
 /* attention.c: causal attention over the packed q|k|v rows [B, k, Q3] (head h: columns h*Dh). */
-void cpu_attn_fwd_full(float *Z, float *P, const float *QKV, int B, int k, int H, int Dh);
-void cpu_attn_fwd_last(float *Zl, float *Pl, const float *QKV, int B, int k, int H, int Dh);
-/* dQKV [B, k, Q3] from dZ [B, k, HD] (full) or dZl [B, HD] (last query only; the q part of the
+void cpu_attn_fwd_full(float *attn_out, float *att, const float *qkv, int B, int k, int H, int Dh);
+void cpu_attn_fwd_last(float *last_attn_out, float *last_att, const float *qkv, int B, int k, int H, int Dh);
+/* d_qkv [B, k, Q3] from d_attn_out [B, k, HD] (full) or d_last_attn_out [B, HD] (last query only; the q part of the
  * other rows is left untouched). */
-void cpu_attn_bwd_full(float *dQKV, const float *dZ, const float *P, const float *QKV, int B,
+void cpu_attn_bwd_full(float *d_qkv, const float *d_attn_out, const float *att, const float *qkv, int B,
                        int k, int H, int Dh);
-void cpu_attn_bwd_last(float *dQKV, const float *dZl, const float *Pl, const float *QKV, int B,
+void cpu_attn_bwd_last(float *d_qkv, const float *d_last_attn_out, const float *last_att, const float *qkv, int B,
                        int k, int H, int Dh);
 
 #endif

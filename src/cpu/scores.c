@@ -20,8 +20,8 @@ static const float *support_tile(cpu_impl *c, const int32_t *vals, int n) {
     if (consecutive) return c->m->W_E + (size_t)vals[0] * D;
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)n * D)
     for (int t = 0; t < n; t++)
-        memcpy(c->sc_W + (size_t)t * D, c->m->W_E + (size_t)vals[t] * D, (size_t)D * sizeof(float));
-    return c->sc_W;
+        memcpy(c->sc_emb + (size_t)t * D, c->m->W_E + (size_t)vals[t] * D, (size_t)D * sizeof(float));
+    return c->sc_emb;
 }
 
 static const lpe_dist *dist_of(const cpu_impl *c, const char *op) {
@@ -34,7 +34,7 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int 
     const lpe_dist *d = dist_of(c, "scores_at");
     int k = c->k, D = c->D, NF = d->n_factors;
     if (B < 1 || B > c->Bm) lpe_fail("scores_at: %d rows, the backend holds 1..%d", B, c->Bm);
-    const float *grad = which == LPE_BUF_STATE ? c->sgrad : c->grad; /* [B, k, D] */
+    const float *grad = which == LPE_BUF_STATE ? c->state_grad : c->grad; /* [B, k, D] */
     if (!grad) lpe_fail("scores_at: no %s gradient (backend flags)", which ? "state" : "batch");
     if (which == LPE_BUF_BATCH && !c->grad_valid)
         lpe_fail("scores_at: the last forward did not compute a gradient");
@@ -48,15 +48,15 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int 
     for (int f = 0; f < NF; f++) start[f + 1] += start[f];
     int fill[NF];
     memcpy(fill, start, sizeof fill);
-    for (int b = 0; b < B; b++) c->sc_rows[fill[d->positions[pos[b]]]++] = b;
+    for (int b = 0; b < B; b++) c->sc_order[fill[d->positions[pos[b]]]++] = b;
 
     for (int f = 0; f < NF; f++) {
         int r0 = start[f], nr = start[f + 1] - r0;
         if (nr == 0) continue;
-        const int32_t *rows = c->sc_rows + r0; /* [nr] */
+        const int32_t *rows = c->sc_order + r0; /* [nr] */
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)nr * D)
         for (int i = 0; i < nr; i++)
-            memcpy(c->sc_A + (size_t)i * D, grad + ((size_t)rows[i] * k + pos[rows[i]]) * D,
+            memcpy(c->sc_grad + (size_t)i * D, grad + ((size_t)rows[i] * k + pos[rows[i]]) * D,
                    (size_t)D * sizeof(float));
         const int32_t *vals = d->values + d->offsets[f]; /* [n_f] */
         int nf = (int)(d->offsets[f + 1] - d->offsets[f]);
@@ -66,13 +66,13 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int 
             int nt = nf - s0 < CPU_SCORE_TILE ? nf - s0 : CPU_SCORE_TILE;
             const float *W = support_tile(c, vals + s0, nt); /* [nt, D] */
             if (direct) {
-                cpu_gemm(out + s0, ld, c->sc_A, D, W, D, nr, nt, D, 1, 0.0f);
+                cpu_gemm(out + s0, ld, c->sc_grad, D, W, D, nr, nt, D, 1, 0.0f);
                 continue;
             }
-            cpu_gemm(c->sc_C, CPU_SCORE_TILE, c->sc_A, D, W, D, nr, nt, D, 1, 0.0f);
+            cpu_gemm(c->sc_prod, CPU_SCORE_TILE, c->sc_grad, D, W, D, nr, nt, D, 1, 0.0f);
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)nr * nt)
             for (int i = 0; i < nr; i++)
-                memcpy(out + (size_t)rows[i] * ld + s0, c->sc_C + (size_t)i * CPU_SCORE_TILE,
+                memcpy(out + (size_t)rows[i] * ld + s0, c->sc_prod + (size_t)i * CPU_SCORE_TILE,
                        (size_t)nt * sizeof *out);
         }
     }
@@ -111,17 +111,17 @@ void cpu_scores_sum(lpe_backend *be, double *out, const int32_t *group_off, int 
                     const float *gr = c->grad + ((size_t)b * k + j) * D; /* [D] */
                     for (int e = 0; e < D; e++) acc[e] += gr[e];
                 }
-                for (int e = 0; e < D; e++) c->sc_A[(size_t)i * D + e] = (float)acc[e];
+                for (int e = 0; e < D; e++) c->sc_grad[(size_t)i * D + e] = (float)acc[e];
             }
             for (int s0 = 0; s0 < nf; s0 += CPU_SCORE_TILE) {
                 int nt = nf - s0 < CPU_SCORE_TILE ? nf - s0 : CPU_SCORE_TILE;
                 const float *W = support_tile(c, vals + s0, nt); /* [nt, D] */
-                cpu_gemm(c->sc_C, CPU_SCORE_TILE, c->sc_A, D, W, D, np, nt, D, 1, 0.0f);
+                cpu_gemm(c->sc_prod, CPU_SCORE_TILE, c->sc_grad, D, W, D, np, nt, D, 1, 0.0f);
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)np * nt)
                 for (int i = 0; i < np; i++) {
                     int j = js[(p0 + i) / n_groups], g = (int)((p0 + i) % n_groups);
                     double *o = out + (size_t)g * S + soff[j] + s0; /* [nt] */
-                    for (int t = 0; t < nt; t++) o[t] = c->sc_C[(size_t)i * CPU_SCORE_TILE + t];
+                    for (int t = 0; t < nt; t++) o[t] = c->sc_prod[(size_t)i * CPU_SCORE_TILE + t];
                 }
             }
         }
