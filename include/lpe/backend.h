@@ -46,6 +46,8 @@ typedef struct {
     float *target_logit; /* [B] l_{t_b}, or NULL (requires targets) */
     float *max_logit;    /* [B] max_v l_v, or NULL */
     float *act;          /* [B, D] final LayerNorm output at the last position, or NULL */
+    float *margin;       /* [B] l_{t_b} - max_{v != t_b} l_v, or NULL (requires targets): >= 0
+                            where t_b is the argmax up to ties (splitting's level function) */
 } lpe_fwd_out;
 
 enum { LPE_BUF_BATCH = 0, LPE_BUF_STATE = 1 }; /* which buffer: the batch or the walker state */

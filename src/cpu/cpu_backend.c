@@ -184,13 +184,21 @@ static void op_get_tokens(lpe_backend *be, int32_t *tokens, int which, int B) {
     memcpy(tokens, which == LPE_BUF_STATE ? c->state_tok : c->tok, (size_t)B * c->k * sizeof *tokens);
 }
 
+/* l_t - max_{v != t} l_v over one row of logits [V] */
+static float margin_of(const float *lg, int t, int V) {
+    float other = -INFINITY;
+    for (int v = 0; v < V; v++)
+        if (v != t && lg[v] > other) other = lg[v];
+    return lg[t] - other;
+}
+
 static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets, int B,
                        int want_grad) {
     cpu_impl *c = impl(be);
     int V = c->V;
     check_rows(c, B, "forward");
     if (want_grad && !c->keep) lpe_fail("cpu backend: gradient asked of a backend made without LPE_BE_GRAD");
-    if ((want_grad || (out && out->target_logit)) && !targets)
+    if ((want_grad || (out && (out->target_logit || out->margin))) && !targets)
         lpe_fail("cpu backend forward: target logit or gradient asked without targets");
     if (targets)
         for (int b = 0; b < B; b++)
@@ -220,6 +228,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
         if (out && out->argmax) out->argmax[b] = am;
         if (out && out->max_logit) out->max_logit[b] = mx;
         if (out && out->target_logit) out->target_logit[b] = lg[targets[b]];
+        if (out && out->margin) out->margin[b] = margin_of(lg, targets[b], V);
     }
     if (bad_row >= 0)
         lpe_fail("forward: the logits of batch row %d are not finite (NaN or inf in the model's "

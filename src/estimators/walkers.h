@@ -1,0 +1,66 @@
+/* walkers.h: Metropolis-Hastings walkers on the backend's walker state, the move that MHIS, the
+ * splitting estimator (ams) and tempered SMC (smc) share.
+ *
+ * Dimension legend: n = walker rows (<= the backend's max_batch), k = positions, NS = support
+ *   size of the chosen position, MS = largest support.
+ *
+ * Row q targets pi_q(x) ∝ p(x) exp(beta_q s_q(x)) 1[m_q(x) > level_q], s_q the logit of the
+ * row's target t_q and m_q(x) = s_q(x) - max_{v != t_q} l_v(x) its margin (level_q = -inf: no
+ * restriction; beta_q = 0: D itself, restricted). One step, every row:
+ *   j ~ uniform over the positions whose support has more than one token;
+ *   y ~ phi(y | x) ∝ p_j(y) exp(beta g_j^x(y))        (gradient scores at the current state);
+ *   x' = x with x_j = y; evaluate s(x'), m(x') and g^{x'};
+ *   accept when m(x') > level and
+ *       log u < beta (s(x') - s(x)) + log p_j(y) - log p_j(x_j) + log phi(x_j | x') - log phi(y | x).
+ * The proposal's reverse probability uses the scores at x', so the ratio is exact and pi_q is
+ * invariant (detailed balance); a rejected move below the level keeps x, which is the
+ * Metropolis rule for the restricted law.
+ *
+ * Randomness: row q's step `st` draws lpe_rng4(seed, stream[q], index[q], 2 st) for the
+ * position and proposal and (.., 2 st + 1) for the acceptance: a row's chain depends only on its
+ * own key, never on which rows share the batch.
+ *
+ * Everything goes through backend operations (scores_at on the state and the batch, forward
+ * with gradient, commit_state); only the chosen position's scores come to the host. A GPU
+ * backend fuses the whole step later (issue 10); this composition is its reference.
+ */
+#ifndef LPE_WALKERS_H
+#define LPE_WALKERS_H
+
+#include <stdint.h>
+
+#include "lpe/backend.h"
+
+typedef struct {
+    lpe_backend *be; /* with LPE_BE_GRAD | LPE_BE_STATE and a distribution (use_dist) */
+    int n, k;
+    /* per row, set by the caller */
+    int32_t *target;   /* [n] target token */
+    double *beta;      /* [n] inverse temperature of the tilt */
+    double *level;     /* [n] a move to margin <= level is rejected (-inf: none) */
+    uint32_t *stream;  /* [n] Philox stream */
+    uint64_t *index;   /* [n] Philox index */
+    /* the walker state (host mirror of the backend's), kept up to date by the functions below */
+    int32_t *tok;      /* [n, k] */
+    float *score;      /* [n] s(x) */
+    float *margin;     /* [n] m(x) */
+    uint8_t *hit;      /* [n] argmax = target */
+    uint8_t *accept;   /* [n] the last step's decision */
+
+    /* scratch */
+    int *movable, n_mov, MS;
+    int32_t *prop, *pos, *yloc, *xloc, *argmax;
+    float *sc, *tl, *mg;
+    double *lphi_fwd, *cdf;
+} lpe_walkers;
+
+/* n rows on be (be->dist is D); rows start with beta 0, level -inf, stream 0, index q. */
+void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n);
+void lpe_walkers_free(lpe_walkers *w);
+/* The rows' tokens w->tok become the walker state: one forward and backward of all n rows
+ * (n model calls), score, margin and hit set, every row committed. */
+void lpe_walkers_eval(lpe_walkers *w);
+/* One step of every row (n model calls); returns the number of accepted moves. */
+int lpe_walkers_step(lpe_walkers *w, uint64_t seed, long long step);
+
+#endif

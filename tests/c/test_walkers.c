@@ -1,0 +1,215 @@
+/* test_walkers.c: the Metropolis-Hastings walkers (src/estimators/walkers.h) against the exact
+ * laws they must leave invariant, on a small random model whose inputs are enumerated.
+ *
+ *   - forward's margin l_t - max_{v != t} l_v equals the one computed from the full logits;
+ *   - tilted law pi ∝ p e^{beta s} (MHIS's): total variation of the recorded states from the
+ *     exact pi small, and far smaller than from p (so the check can fail);
+ *   - restricted law pi ∝ p 1[m > level] (splitting's move, beta = 0) and the tilted restricted
+ *     law: the same, and no recorded state below the level;
+ *   - a row's chain is a function of its own key: the same rows in another order give the same
+ *     states.
+ * Seeds are fixed; bounds: 64 walkers x 1500 correlated steps over 216 states, where iid draws
+ * would give TV ~ 0.01; 0.04 leaves room for the correlation, and a wrong acceptance ratio or
+ * an ignored level gives TV of the order of TV(p, pi) (0.2-0.6 here).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/estimators/walkers.h"
+#include "check.h"
+#include "lpe/backend.h"
+#include "lpe/model.h"
+#include "lpe/philox.h"
+
+enum { NW = 64 };
+
+typedef struct {
+    lpe_model m;
+    lpe_dist d;
+    lpe_backend *be;
+    int N, k, target;
+    double *p;     /* [N] p(x) */
+    float *s, *mg; /* [N] target logit, margin */
+    int32_t *tok;  /* [N, k] */
+} space;
+
+/* BOS + 3 positions over 6 tokens each (216 inputs, Zipf-like probabilities) */
+static void space_make(space *sp) {
+    lpe_model_config c = {.n_layers = 2, .d_model = 16, .n_heads = 2, .d_head = 8, .d_mlp = 32,
+                          .d_vocab = 32, .n_ctx = 8, .act = LPE_ACT_GELU, .ln_eps = 1e-5};
+    lpe_model_init_random(&sp->m, &c, 23);
+    int64_t off[3] = {0, 1, 7};
+    int32_t vals[7] = {0, 3, 5, 8, 13, 21, 30};
+    double pr[7] = {1, 1, 0.5, 0.33, 0.25, 0.2, 0.17};
+    int32_t positions[4] = {0, 1, 1, 1};
+    lpe_dist_from_arrays(&sp->d, "w", "", 2, off, vals, pr, 4, positions, c.d_vocab);
+    sp->k = 4;
+    sp->N = (int)lpe_dist_enum_size(&sp->d);
+    sp->be = lpe_backend_create("cpu", &sp->m, 256, sp->k, LPE_BE_GRAD | LPE_BE_STATE);
+    sp->be->use_dist(sp->be, &sp->d);
+    sp->p = calloc((size_t)sp->N, sizeof *sp->p);
+    sp->s = calloc((size_t)sp->N, sizeof *sp->s);
+    sp->mg = calloc((size_t)sp->N, sizeof *sp->mg);
+    sp->tok = calloc((size_t)sp->N * sp->k, sizeof *sp->tok);
+    for (int i = 0; i < sp->N; i++)
+        sp->p[i] = exp(lpe_dist_enum_decode(&sp->d, (uint64_t)i, sp->tok + (size_t)i * sp->k));
+    /* the target: the token that is the argmax of the fewest inputs, but of at least 4 */
+    int count[32] = {0}, am[256];
+    lpe_fwd_out fo = {.argmax = am};
+    sp->be->load_tokens(sp->be, sp->tok, sp->N);
+    sp->be->forward(sp->be, &fo, NULL, sp->N, 0);
+    for (int i = 0; i < sp->N; i++) count[am[i]]++;
+    sp->target = -1;
+    for (int v = 0; v < 32; v++)
+        if (count[v] >= 4 && (sp->target < 0 || count[v] < count[sp->target])) sp->target = v;
+    int32_t tg[256];
+    for (int i = 0; i < sp->N; i++) tg[i] = sp->target;
+    fo = (lpe_fwd_out){.target_logit = sp->s, .margin = sp->mg};
+    sp->be->forward(sp->be, &fo, tg, sp->N, 0);
+}
+
+static void space_free(space *sp) {
+    lpe_backend_destroy(sp->be);
+    lpe_dist_free(&sp->d);
+    lpe_model_free(&sp->m);
+    free(sp->p), free(sp->s), free(sp->mg), free(sp->tok);
+}
+
+static int index_of(const space *sp, const int32_t *x) {
+    int idx = 0;
+    for (int j = 0; j < sp->k; j++) {
+        int f = sp->d.positions[j];
+        idx = idx * lpe_dist_support(&sp->d, j) + sp->d.local_of[(size_t)f * sp->d.d_vocab + x[j]];
+    }
+    return idx;
+}
+
+/* margin from forward against the full logits (the same float32 numbers: exact) */
+static void test_margin(space *sp) {
+    float *lg = calloc((size_t)sp->N * 32, sizeof *lg);
+    int32_t tg[256];
+    float mg[256];
+    for (int i = 0; i < sp->N; i++) tg[i] = (int32_t)(i % 32);
+    sp->be->load_tokens(sp->be, sp->tok, sp->N);
+    lpe_fwd_out fo = {.margin = mg};
+    sp->be->forward(sp->be, &fo, tg, sp->N, 0);
+    sp->be->get_logits(sp->be, lg, sp->N);
+    int bad = 0, ties = 0;
+    for (int i = 0; i < sp->N; i++) {
+        float other = -INFINITY;
+        for (int v = 0; v < 32; v++)
+            if (v != tg[i] && lg[i * 32 + v] > other) other = lg[i * 32 + v];
+        bad += !(mg[i] == lg[i * 32 + tg[i]] - other);
+        ties += mg[i] == 0;
+    }
+    CHECK(bad == 0, "%d of %d margins differ from the logits'", bad, sp->N);
+    free(lg);
+}
+
+/* Run NW walkers (burn, then rec recorded steps) on target law (beta, level); the TV distance of
+ * the recorded states from the exact law, and of p restricted... from the exact law too. */
+static double run_tv(space *sp, double beta, double level, int burn, int rec, double *tv_ref,
+                     int *below) {
+    double *pi = calloc((size_t)sp->N, sizeof *pi), *emp = calloc((size_t)sp->N, sizeof *emp);
+    double z = 0, zp = 0;
+    for (int i = 0; i < sp->N; i++) {
+        pi[i] = sp->mg[i] > level ? sp->p[i] * exp(beta * sp->s[i]) : 0;
+        z += pi[i], zp += sp->p[i];
+    }
+    lpe_walkers w;
+    lpe_walkers_init(&w, sp->be, NW);
+    /* start inside the level set: walker q at the q-th admissible input (cyclically) */
+    int *adm = calloc((size_t)sp->N, sizeof *adm), na = 0;
+    for (int i = 0; i < sp->N; i++)
+        if (pi[i] > 0) adm[na++] = i;
+    for (int q = 0; q < NW; q++) {
+        w.target[q] = sp->target, w.beta[q] = beta, w.level[q] = level;
+        w.stream[q] = lpe_stream(LPE_STREAM_TEST, 77);
+        memcpy(w.tok + (size_t)q * sp->k, sp->tok + (size_t)adm[q % na] * sp->k, sizeof(int32_t) * sp->k);
+    }
+    lpe_walkers_eval(&w);
+    *below = 0;
+    for (int st = 0; st < burn + rec; st++) {
+        lpe_walkers_step(&w, 5, st);
+        if (st < burn) continue;
+        for (int q = 0; q < NW; q++) {
+            emp[index_of(sp, w.tok + (size_t)q * sp->k)] += 1.0 / ((double)NW * rec);
+            *below += !(w.margin[q] > level);
+        }
+    }
+    double tv = 0;
+    *tv_ref = 0;
+    for (int i = 0; i < sp->N; i++) {
+        tv += 0.5 * fabs(emp[i] - pi[i] / z);
+        *tv_ref += 0.5 * fabs(sp->p[i] / zp - pi[i] / z);
+    }
+    lpe_walkers_free(&w);
+    free(pi), free(emp), free(adm);
+    return tv;
+}
+
+static void test_laws(space *sp) {
+    /* level: the margin below which 80% of p's mass lies */
+    float *sorted = malloc((size_t)sp->N * sizeof *sorted);
+    memcpy(sorted, sp->mg, (size_t)sp->N * sizeof *sorted);
+    for (int i = 1; i < sp->N; i++)
+        for (int j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+            float t = sorted[j]; sorted[j] = sorted[j - 1]; sorted[j - 1] = t;
+        }
+    double level = sorted[(int)(0.8 * sp->N)];
+    free(sorted);
+    const struct { double beta, level; const char *name; } cases[] = {
+        {1.0, -INFINITY, "tilted (beta 1)"},
+        {0.0, level, "restricted (beta 0, level at p's 80th percentile)"},
+        {0.5, level, "tilted and restricted (beta 0.5)"},
+    };
+    for (int c = 0; c < 3; c++) {
+        double ref;
+        int below;
+        double tv = run_tv(sp, cases[c].beta, cases[c].level, 64, 1500, &ref, &below);
+        printf("walkers %s: TV(states, pi) = %.4f, TV(p, pi) = %.4f\n", cases[c].name, tv, ref);
+        CHECK(tv < 0.04 && tv < 0.25 * ref, "%s: TV %.4f, TV(p, pi) %.4f", cases[c].name, tv, ref);
+        CHECK(below == 0, "%s: %d recorded states at or below the level", cases[c].name, below);
+    }
+}
+
+/* a row's chain depends on its key only: rows reversed give each row the same states */
+static void test_row_independence(space *sp) {
+    lpe_walkers a, b;
+    lpe_walkers_init(&a, sp->be, 8);
+    lpe_walkers_init(&b, sp->be, 8);
+    for (int q = 0; q < 8; q++) {
+        int r = 7 - q;
+        a.target[q] = b.target[r] = sp->target;
+        a.beta[q] = b.beta[r] = 1.0;
+        a.stream[q] = b.stream[r] = lpe_stream(LPE_STREAM_TEST, 5);
+        a.index[q] = b.index[r] = (uint64_t)q;
+        memcpy(a.tok + q * sp->k, sp->tok + (size_t)(q * 17 % sp->N) * sp->k, sizeof(int32_t) * sp->k);
+        memcpy(b.tok + r * sp->k, a.tok + q * sp->k, sizeof(int32_t) * sp->k);
+    }
+    lpe_walkers_eval(&a);
+    int32_t *ta = malloc(sizeof(int32_t) * 8 * sp->k);
+    for (int st = 0; st < 20; st++) lpe_walkers_step(&a, 9, st);
+    memcpy(ta, a.tok, sizeof(int32_t) * 8 * sp->k);
+    lpe_walkers_eval(&b);
+    for (int st = 0; st < 20; st++) lpe_walkers_step(&b, 9, st);
+    int same = 1;
+    for (int q = 0; q < 8; q++)
+        same &= !memcmp(ta + q * sp->k, b.tok + (7 - q) * sp->k, sizeof(int32_t) * sp->k);
+    CHECK(same, "walker chains depend on the order of the rows");
+    lpe_walkers_free(&a);
+    lpe_walkers_free(&b);
+    free(ta);
+}
+
+int main(void) {
+    space sp;
+    space_make(&sp);
+    CHECK(sp.target >= 0, "no target in the test space");
+    test_margin(&sp);
+    test_laws(&sp);
+    test_row_independence(&sp);
+    space_free(&sp);
+    return check_summary("test_walkers");
+}
