@@ -111,6 +111,9 @@ struct lpe_backend {
     void (*commit_state)(lpe_backend *be, const uint8_t *accept, int B);
     /* walker state tokens from the host (initialisation) */
     void (*load_state)(lpe_backend *be, const int32_t *tokens, int B);
+    /* walker rows b < B take the tokens and gradient of row src[b] (a gather: rows may repeat;
+     * resampling in splitting and SMC). The batch buffer's contents are lost. */
+    void (*gather_state)(lpe_backend *be, const int32_t *src, int B);
     /* out [n, T] = act [n, D] . W_U[:, targets] + b_U[targets] in float64 (GLD's target logits) */
     void (*target_logits)(lpe_backend *be, double *out, const float *act, const int32_t *targets,
                           long long n, int T);

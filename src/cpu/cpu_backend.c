@@ -263,6 +263,25 @@ static void op_load_state(lpe_backend *be, const int32_t *tokens, int B) {
     memcpy(c->state_tok, tokens, (size_t)B * c->k * sizeof *c->state_tok);
 }
 
+/* through the batch buffers: they have the state's shape, and a gather cannot be done in place */
+static void op_gather_state(lpe_backend *be, const int32_t *src, int B) {
+    cpu_impl *c = impl(be);
+    check_rows(c, B, "gather_state");
+    if (!c->state_tok) lpe_fail("cpu backend: gather_state without walker state (LPE_BE_STATE)");
+    const size_t k = (size_t)c->k, kD = k * c->D;
+    const int with_grad = c->state_grad != NULL;
+    for (int b = 0; b < B; b++)
+        if (src[b] < 0 || src[b] >= c->Bm) lpe_fail("gather_state: row %d takes row %d", b, src[b]);
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)B * kD)
+    for (int b = 0; b < B; b++) {
+        memcpy(c->tok + b * k, c->state_tok + (size_t)src[b] * k, k * sizeof *c->tok);
+        if (with_grad) memcpy(c->grad + b * kD, c->state_grad + (size_t)src[b] * kD, kD * sizeof *c->grad);
+    }
+    memcpy(c->state_tok, c->tok, (size_t)B * k * sizeof *c->tok);
+    if (with_grad) memcpy(c->state_grad, c->grad, (size_t)B * kD * sizeof *c->grad);
+    c->grad_valid = 0;
+}
+
 static void op_get_logits(lpe_backend *be, float *logits, int B) {
     cpu_impl *c = impl(be);
     LPE_ASSERT(B >= 1 && B <= c->B_last);
@@ -373,6 +392,7 @@ static lpe_backend *cpu_create(lpe_weights *w, int max_batch, int k, int flags) 
     be->scores_sum = cpu_scores_sum;
     be->commit_state = op_commit_state;
     be->load_state = op_load_state;
+    be->gather_state = op_gather_state;
     be->target_logits = cpu_target_logits;
     be->qld_pairs = cpu_qld_pairs;
     be->get_logits = op_get_logits;

@@ -27,6 +27,7 @@ void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n) {
     const size_t MS = (size_t)w->MS;
     w->target = lpe_calloc(N, sizeof *w->target);
     w->beta = lpe_calloc(N, sizeof *w->beta);
+    w->tilt = lpe_calloc(N, sizeof *w->tilt);
     w->level = lpe_calloc(N, sizeof *w->level);
     w->stream = lpe_calloc(N, sizeof *w->stream);
     w->index = lpe_calloc(N, sizeof *w->index);
@@ -49,7 +50,7 @@ void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n) {
 }
 
 void lpe_walkers_free(lpe_walkers *w) {
-    void *p[] = {w->movable, w->target, w->beta, w->level, w->stream, w->index, w->tok,
+    void *p[] = {w->movable, w->target, w->beta, w->tilt, w->level, w->stream, w->index, w->tok,
                  w->score, w->margin, w->hit, w->accept, w->prop, w->pos, w->yloc, w->xloc,
                  w->argmax, w->sc, w->tl, w->mg, w->lphi_fwd, w->cdf};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
@@ -68,9 +69,9 @@ void lpe_walkers_eval(lpe_walkers *w) {
 
 /* Position and proposal of every row from the state's scores: prop, pos, yloc, xloc, lphi_fwd
  * (log phi(y | x)); cdf keeps each row's forward table. */
-static void propose(lpe_walkers *w, uint64_t seed, long long st) {
+static void propose(lpe_walkers *w, int n, uint64_t seed, long long st) {
     const lpe_dist *d = w->be->dist;
-    const int n = w->n, k = w->k, MS = w->MS, V = d->d_vocab;
+    const int k = w->k, MS = w->MS, V = d->d_vocab;
     for (int q = 0; q < n; q++) {
         uint32_t r[4];
         lpe_rng4(r, seed, w->stream[q], w->index[q], (uint32_t)(2 * st));
@@ -83,11 +84,11 @@ static void propose(lpe_walkers *w, uint64_t seed, long long st) {
         const int j = w->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
         const double *lp = d->log_probs + d->offsets[f];
         double *cq = w->cdf + (size_t)q * MS;
-        const double logZ = lpe_tilted_cdf(cq, lp, w->sc + (size_t)q * MS, NULL, w->beta[q], nj);
+        const double logZ = lpe_tilted_cdf(cq, lp, w->sc + (size_t)q * MS, NULL, w->tilt[q], nj);
         const int y = lpe_tilted_pick(cq, nj, w->lphi_fwd[q]);
         w->yloc[q] = y;
         w->xloc[q] = d->local_of[(size_t)f * V + w->tok[(size_t)q * k + j]];
-        w->lphi_fwd[q] = lpe_tilted_logq(lp[y], w->sc[(size_t)q * MS + y], w->beta[q], logZ);
+        w->lphi_fwd[q] = lpe_tilted_logq(lp[y], w->sc[(size_t)q * MS + y], w->tilt[q], logZ);
         memcpy(w->prop + (size_t)q * k, w->tok + (size_t)q * k, sizeof(int32_t) * k);
         w->prop[(size_t)q * k + j] = d->values[d->offsets[f] + y];
     }
@@ -95,18 +96,18 @@ static void propose(lpe_walkers *w, uint64_t seed, long long st) {
 
 /* Accept or reject every row from the proposal's evaluation (tl, mg, argmax) and its scores
  * (sc, for the reverse proposal); the host mirror follows. */
-static int accept(lpe_walkers *w, uint64_t seed, long long st) {
+static int accept(lpe_walkers *w, int n, uint64_t seed, long long st) {
     const lpe_dist *d = w->be->dist;
-    const int n = w->n, k = w->k, MS = w->MS;
+    const int k = w->k, MS = w->MS;
     int n_acc = 0;
     for (int q = 0; q < n; q++) {
         const int j = w->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
-        const double *lp = d->log_probs + d->offsets[f], beta = w->beta[q];
+        const double *lp = d->log_probs + d->offsets[f], tilt = w->tilt[q];
         const double logZr =
-            lpe_tilted_cdf(w->cdf + (size_t)q * MS, lp, w->sc + (size_t)q * MS, NULL, beta, nj);
+            lpe_tilted_cdf(w->cdf + (size_t)q * MS, lp, w->sc + (size_t)q * MS, NULL, tilt, nj);
         const int x = w->xloc[q], y = w->yloc[q];
-        const double lphi_rev = lpe_tilted_logq(lp[x], w->sc[(size_t)q * MS + x], beta, logZr);
-        const double log_ratio = ((double)w->tl[q] - w->score[q]) * beta + lp[y] - lp[x] +
+        const double lphi_rev = lpe_tilted_logq(lp[x], w->sc[(size_t)q * MS + x], tilt, logZr);
+        const double log_ratio = ((double)w->tl[q] - w->score[q]) * w->beta[q] + lp[y] - lp[x] +
                                  lphi_rev - w->lphi_fwd[q];
         uint32_t r[4];
         lpe_rng4(r, seed, w->stream[q], w->index[q], (uint32_t)(2 * st + 1));
@@ -122,14 +123,45 @@ static int accept(lpe_walkers *w, uint64_t seed, long long st) {
     return n_acc;
 }
 
-int lpe_walkers_step(lpe_walkers *w, uint64_t seed, long long st) {
+int lpe_walkers_step(lpe_walkers *w, int rows, uint64_t seed, long long st) {
     lpe_backend *be = w->be;
-    propose(w, seed, st);
-    be->load_tokens(be, w->prop, w->n);
+    LPE_ASSERT(rows >= 0 && rows <= w->n);
+    if (rows == 0) return 0;
+    propose(w, rows, seed, st);
+    be->load_tokens(be, w->prop, rows);
     lpe_fwd_out fo = {.argmax = w->argmax, .target_logit = w->tl, .margin = w->mg};
-    be->forward(be, &fo, w->target, w->n, 1);
-    be->scores_at(be, w->sc, w->MS, w->pos, LPE_BUF_BATCH, w->n);
-    int n_acc = accept(w, seed, st);
-    be->commit_state(be, w->accept, w->n);
+    be->forward(be, &fo, w->target, rows, 1);
+    be->scores_at(be, w->sc, w->MS, w->pos, LPE_BUF_BATCH, rows);
+    int n_acc = accept(w, rows, seed, st);
+    be->commit_state(be, w->accept, rows);
     return n_acc;
+}
+
+/* out[q] = in[src[q]] for q < rows, elements of `size` bytes (through the scratch `tmp`) */
+static void gather_rows(void *a, void *tmp, const int32_t *src, int rows, size_t size) {
+    char *x = a, *t = tmp;
+    for (int q = 0; q < rows; q++) memcpy(t + q * size, x + (size_t)src[q] * size, size);
+    memcpy(x, t, (size_t)rows * size);
+}
+
+void lpe_walkers_gather(lpe_walkers *w, const int32_t *src, int rows) {
+    LPE_ASSERT(rows >= 0 && rows <= w->n);
+    if (rows == 0) return;
+    for (int q = 0; q < rows; q++) LPE_ASSERT(src[q] >= 0 && src[q] < w->n);
+    w->be->gather_state(w->be, src, rows);
+    void *tmp = w->prop; /* [n, k] int32: room for any one per-row array but tok */
+    const size_t tk = sizeof(int32_t) * w->k;
+    int32_t *ttok = lpe_calloc((size_t)rows, tk);
+    gather_rows(w->tok, ttok, src, rows, tk);
+    free(ttok);
+    gather_rows(w->target, tmp, src, rows, sizeof *w->target);
+    gather_rows(w->score, tmp, src, rows, sizeof *w->score);
+    gather_rows(w->margin, tmp, src, rows, sizeof *w->margin);
+    gather_rows(w->hit, tmp, src, rows, sizeof *w->hit);
+    gather_rows(w->stream, tmp, src, rows, sizeof *w->stream);
+    /* 8-byte values go through cdf (n x MS doubles) */
+    gather_rows(w->beta, w->cdf, src, rows, sizeof *w->beta);
+    gather_rows(w->tilt, w->cdf, src, rows, sizeof *w->tilt);
+    gather_rows(w->level, w->cdf, src, rows, sizeof *w->level);
+    gather_rows(w->index, w->cdf, src, rows, sizeof *w->index);
 }

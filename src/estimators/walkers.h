@@ -8,7 +8,8 @@
  * row's target t_q and m_q(x) = s_q(x) - max_{v != t_q} l_v(x) its margin (level_q = -inf: no
  * restriction; beta_q = 0: D itself, restricted). One step, every row:
  *   j ~ uniform over the positions whose support has more than one token;
- *   y ~ phi(y | x) ∝ p_j(y) exp(beta g_j^x(y))        (gradient scores at the current state);
+ *   y ~ phi(y | x) ∝ p_j(y) exp(tilt g_j^x(y))        (gradient scores at the current state;
+ *                                                       MHIS: tilt = beta);
  *   x' = x with x_j = y; evaluate s(x'), m(x') and g^{x'};
  *   accept when m(x') > level and
  *       log u < beta (s(x') - s(x)) + log p_j(y) - log p_j(x_j) + log phi(x_j | x') - log phi(y | x).
@@ -36,7 +37,8 @@ typedef struct {
     int n, k;
     /* per row, set by the caller */
     int32_t *target;   /* [n] target token */
-    double *beta;      /* [n] inverse temperature of the tilt */
+    double *beta;      /* [n] inverse temperature of the target law */
+    double *tilt;      /* [n] inverse temperature of the proposal (MHIS: beta) */
     double *level;     /* [n] a move to margin <= level is rejected (-inf: none) */
     uint32_t *stream;  /* [n] Philox stream */
     uint64_t *index;   /* [n] Philox index */
@@ -54,13 +56,16 @@ typedef struct {
     double *lphi_fwd, *cdf;
 } lpe_walkers;
 
-/* n rows on be (be->dist is D); rows start with beta 0, level -inf, stream 0, index q. */
+/* n rows on be (be->dist is D); rows start with beta 0, tilt 0, level -inf, stream 0, index q. */
 void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n);
 void lpe_walkers_free(lpe_walkers *w);
 /* The rows' tokens w->tok become the walker state: one forward and backward of all n rows
  * (n model calls), score, margin and hit set, every row committed. */
 void lpe_walkers_eval(lpe_walkers *w);
-/* One step of every row (n model calls); returns the number of accepted moves. */
-int lpe_walkers_step(lpe_walkers *w, uint64_t seed, long long step);
+/* One step of rows 0 .. rows-1 (rows model calls); returns the number of accepted moves. */
+int lpe_walkers_step(lpe_walkers *w, int rows, uint64_t seed, long long step);
+/* Row q < rows becomes a copy of row src[q] (state in the backend, mirror and per-row settings;
+ * resampling): no model call. */
+void lpe_walkers_gather(lpe_walkers *w, const int32_t *src, int rows);
 
 #endif

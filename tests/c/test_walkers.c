@@ -109,7 +109,7 @@ static void test_margin(space *sp) {
 
 /* Run NW walkers (burn, then rec recorded steps) on target law (beta, level); the TV distance of
  * the recorded states from the exact law, and of p restricted... from the exact law too. */
-static double run_tv(space *sp, double beta, double level, int burn, int rec, double *tv_ref,
+static double run_tv(space *sp, double beta, double tilt, double level, int burn, int rec, double *tv_ref,
                      int *below) {
     double *pi = calloc((size_t)sp->N, sizeof *pi), *emp = calloc((size_t)sp->N, sizeof *emp);
     double z = 0, zp = 0;
@@ -124,14 +124,14 @@ static double run_tv(space *sp, double beta, double level, int burn, int rec, do
     for (int i = 0; i < sp->N; i++)
         if (pi[i] > 0) adm[na++] = i;
     for (int q = 0; q < NW; q++) {
-        w.target[q] = sp->target, w.beta[q] = beta, w.level[q] = level;
+        w.target[q] = sp->target, w.beta[q] = beta, w.tilt[q] = tilt, w.level[q] = level;
         w.stream[q] = lpe_stream(LPE_STREAM_TEST, 77);
         memcpy(w.tok + (size_t)q * sp->k, sp->tok + (size_t)adm[q % na] * sp->k, sizeof(int32_t) * sp->k);
     }
     lpe_walkers_eval(&w);
     *below = 0;
     for (int st = 0; st < burn + rec; st++) {
-        lpe_walkers_step(&w, 5, st);
+        lpe_walkers_step(&w, NW, 5, st);
         if (st < burn) continue;
         for (int q = 0; q < NW; q++) {
             emp[index_of(sp, w.tok + (size_t)q * sp->k)] += 1.0 / ((double)NW * rec);
@@ -159,15 +159,16 @@ static void test_laws(space *sp) {
         }
     double level = sorted[(int)(0.8 * sp->N)];
     free(sorted);
-    const struct { double beta, level; const char *name; } cases[] = {
-        {1.0, -INFINITY, "tilted (beta 1)"},
-        {0.0, level, "restricted (beta 0, level at p's 80th percentile)"},
-        {0.5, level, "tilted and restricted (beta 0.5)"},
+    const struct { double beta, tilt, level; const char *name; } cases[] = {
+        {1.0, 1.0, -INFINITY, "tilted (beta 1)"},
+        {0.0, 0.0, level, "restricted (beta 0, level at p's 80th percentile)"},
+        {0.5, 0.5, level, "tilted and restricted (beta 0.5)"},
+        {0.0, 1.0, level, "restricted, proposals tilted (beta 0, tilt 1)"},
     };
-    for (int c = 0; c < 3; c++) {
+    for (int c = 0; c < 4; c++) {
         double ref;
         int below;
-        double tv = run_tv(sp, cases[c].beta, cases[c].level, 64, 1500, &ref, &below);
+        double tv = run_tv(sp, cases[c].beta, cases[c].tilt, cases[c].level, 64, 1500, &ref, &below);
         printf("walkers %s: TV(states, pi) = %.4f, TV(p, pi) = %.4f\n", cases[c].name, tv, ref);
         CHECK(tv < 0.04 && tv < 0.25 * ref, "%s: TV %.4f, TV(p, pi) %.4f", cases[c].name, tv, ref);
         CHECK(below == 0, "%s: %d recorded states at or below the level", cases[c].name, below);
@@ -182,7 +183,7 @@ static void test_row_independence(space *sp) {
     for (int q = 0; q < 8; q++) {
         int r = 7 - q;
         a.target[q] = b.target[r] = sp->target;
-        a.beta[q] = b.beta[r] = 1.0;
+        a.beta[q] = b.beta[r] = a.tilt[q] = b.tilt[r] = 1.0;
         a.stream[q] = b.stream[r] = lpe_stream(LPE_STREAM_TEST, 5);
         a.index[q] = b.index[r] = (uint64_t)q;
         memcpy(a.tok + q * sp->k, sp->tok + (size_t)(q * 17 % sp->N) * sp->k, sizeof(int32_t) * sp->k);
@@ -190,10 +191,10 @@ static void test_row_independence(space *sp) {
     }
     lpe_walkers_eval(&a);
     int32_t *ta = malloc(sizeof(int32_t) * 8 * sp->k);
-    for (int st = 0; st < 20; st++) lpe_walkers_step(&a, 9, st);
+    for (int st = 0; st < 20; st++) lpe_walkers_step(&a, 8, 9, st);
     memcpy(ta, a.tok, sizeof(int32_t) * 8 * sp->k);
     lpe_walkers_eval(&b);
-    for (int st = 0; st < 20; st++) lpe_walkers_step(&b, 9, st);
+    for (int st = 0; st < 20; st++) lpe_walkers_step(&b, 8, 9, st);
     int same = 1;
     for (int q = 0; q < 8; q++)
         same &= !memcmp(ta + q * sp->k, b.tok + (7 - q) * sp->k, sizeof(int32_t) * sp->k);
@@ -203,6 +204,51 @@ static void test_row_independence(space *sp) {
     free(ta);
 }
 
+/* gather: the copied rows' state (tokens and gradient) equals a fresh evaluation of the copies */
+static void test_gather(space *sp) {
+    lpe_walkers w;
+    lpe_walkers_init(&w, sp->be, 6);
+    for (int q = 0; q < 6; q++) {
+        w.target[q] = sp->target, w.beta[q] = w.tilt[q] = 1.0;
+        memcpy(w.tok + q * sp->k, sp->tok + (size_t)(q * 31 % sp->N) * sp->k, sizeof(int32_t) * sp->k);
+    }
+    lpe_walkers_eval(&w);
+    int32_t src[6] = {5, 5, 0, 2, 2, 1};
+    lpe_walkers_gather(&w, src, 6);
+    const size_t kD = (size_t)sp->k * sp->m.cfg.d_model;
+    float *g1 = calloc(6 * kD, sizeof *g1), *g2 = calloc(6 * kD, sizeof *g2);
+    float s1[6];
+    int32_t t1[6 * 4];
+    sp->be->get_grad(sp->be, g1, LPE_BUF_STATE, 6);
+    sp->be->get_tokens(sp->be, t1, LPE_BUF_STATE, 6);
+    memcpy(s1, w.score, sizeof s1);
+    CHECK(!memcmp(t1, w.tok, sizeof(int32_t) * 6 * sp->k), "gathered state tokens differ from the mirror");
+    lpe_walkers_eval(&w); /* the copies evaluated afresh */
+    sp->be->get_grad(sp->be, g2, LPE_BUF_STATE, 6);
+    /* not bit for bit: a row's products may round differently at another place in the batch
+     * (BLAS kernels for edge rows); 1e-4 relative is thousands of float32 ulps, far below what a
+     * wrong row (another input's gradient, O(1) relative) gives; NaN fails */
+    double worst = 0, wscore = 0;
+    for (int q = 0; q < 6; q++) { /* per row: largest difference over the row's largest entry */
+        double dmax = 0, gmax = 0;
+        for (size_t i = q * kD; i < (q + 1) * kD; i++) {
+            dmax = fmax(dmax, fabs(g1[i] - g2[i]));
+            gmax = fmax(gmax, fabs(g2[i]));
+        }
+        worst = isnan(dmax) || !(gmax > 0) ? INFINITY : fmax(worst, dmax / gmax);
+    }
+    for (int q = 0; q < 6; q++) {
+        double e = fabs(s1[q] - w.score[q]) / (fabs(w.score[q]) + 1e-3);
+        wscore = isnan(e) ? INFINITY : fmax(wscore, e);
+    }
+    printf("gather: worst relative difference to a fresh evaluation: gradient %.2g, score %.2g\n",
+           worst, wscore);
+    CHECK(worst < 1e-4, "gathered gradients differ from a fresh evaluation by %.3g", worst);
+    CHECK(wscore < 1e-4, "gathered scores differ from a fresh evaluation by %.3g", wscore);
+    lpe_walkers_free(&w);
+    free(g1), free(g2);
+}
+
 int main(void) {
     space sp;
     space_make(&sp);
@@ -210,6 +256,7 @@ int main(void) {
     test_margin(&sp);
     test_laws(&sp);
     test_row_independence(&sp);
+    test_gather(&sp);
     space_free(&sp);
     return check_summary("test_walkers");
 }
