@@ -34,7 +34,9 @@ enum {
     LPE_STREAM_MHIS = 5,
     LPE_STREAM_QLD = 6,
     LPE_STREAM_TEST = 7,
-    LPE_STREAM_DISTGEN = 8 /* random distribution generation */
+    LPE_STREAM_DISTGEN = 8, /* random distribution generation */
+    LPE_STREAM_AMS = 9,
+    LPE_STREAM_SMC = 10
 };
 
 LPE_HD uint32_t lpe_stream(uint32_t purpose, uint32_t slot) {

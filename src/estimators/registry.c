@@ -10,6 +10,7 @@ extern const lpe_estimator lpe_est_itgis;
 extern const lpe_estimator lpe_est_mhis;
 extern const lpe_estimator lpe_est_qld;
 extern const lpe_estimator lpe_est_gld;
+extern const lpe_estimator lpe_est_ams;
 
 static const lpe_estimator *const table[] = {
     &lpe_est_naive,
@@ -18,6 +19,7 @@ static const lpe_estimator *const table[] = {
     &lpe_est_mhis,
     &lpe_est_qld,
     &lpe_est_gld,
+    &lpe_est_ams,
 };
 #define N_EST (int)(sizeof table / sizeof table[0])
 
