@@ -11,6 +11,7 @@ extern const lpe_estimator lpe_est_mhis;
 extern const lpe_estimator lpe_est_qld;
 extern const lpe_estimator lpe_est_gld;
 extern const lpe_estimator lpe_est_ams;
+extern const lpe_estimator lpe_est_smc;
 
 static const lpe_estimator *const table[] = {
     &lpe_est_naive,
@@ -20,6 +21,7 @@ static const lpe_estimator *const table[] = {
     &lpe_est_qld,
     &lpe_est_gld,
     &lpe_est_ams,
+    &lpe_est_smc,
 };
 #define N_EST (int)(sizeof table / sizeof table[0])
 

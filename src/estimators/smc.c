@@ -1,0 +1,235 @@
+/* smc.c: tempered sequential Monte Carlo for the tilted law (methods.md §10).
+ *
+ * Dimension legend: T targets, N particles per target, G targets per group (G N <= the
+ * backend's batch), n = G N walker rows; target g's particles are one block of N rows.
+ *
+ * MHIS's law pi(x) ∝ p(x) e^{s(x)/T} has the normaliser Z = E_p[e^{s/T}], and
+ *   P = Pr_p[M(x) = t] = Z E_pi[1[M(x) = t] e^{-s/T}].
+ * MHIS estimates 1/Z by a harmonic mean over its chain, which has a large variance. Tempered SMC
+ * estimates Z without bias by annealing beta from 0 (p itself) to 1/T:
+ *   start: N particles from p, weights 1/N, log Z_hat = 0;
+ *   stage: the next beta' is the largest in (beta, 1/T] whose incremental weights
+ *     G_i = e^{(beta' - beta) s_i} keep ESS = (sum G)^2 / sum G^2 >= ess N (bisection);
+ *     log Z_hat += log mean_i G_i; the weights become W_i ∝ G_i;
+ *     at beta' = 1/T, or when the budget would not pay for another stage, stop:
+ *       P_hat = Z_hat sum_i W_i 1[argmax_i = t] e^{-beta' s_i};
+ *     otherwise resample (systematic) and move each particle `moves` Metropolis-Hastings steps
+ *     invariant for p e^{beta' s} (walkers.h, proposals tilted at beta').
+ * Z_hat_beta sum W h e^{-beta s} is an unbiased estimate of E_p[h] at EVERY stage (Del Moral's
+ * unbiasedness of the SMC normalising constant), so stopping early at the budget keeps it
+ * unbiased, only noisier; `final_beta` says where it stopped.
+ *
+ * Budget: model calls per target: N at the start, N moves per stage.
+ * Randomness (stream lpe_stream(LPE_STREAM_SMC, t)): start particle i is input sample 2^62 + i;
+ * stage s resamples with draw (index 2^61 + s, sub 0); moves use walker index s N + i, sub 2 m
+ * and 2 m + 1 for step m. A target's result does not depend on the other targets.
+ * Diagnostics: stages, final_beta (1/T when reached), min_ess (over stages, as a fraction of N),
+ * acceptance_rate, log10_Z. No per-run standard error (NaN).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lpe/common.h"
+#include "lpe/estimator.h"
+#include "lpe/philox.h"
+#include "walkers.h"
+
+static const lpe_param_spec smc_params[] = {
+    {"particles", LPE_P_INT, "256", 2, 1 << 24, 0, "N: particles per target"},
+    {"temperature", LPE_P_DOUBLE, "1.0", 1e-6, 1e6, 1, "T of the final law p e^{s/T}; a list runs a sweep"},
+    {"ess", LPE_P_DOUBLE, "0.5", 0.01, 0.99, 0, "ESS kept at each stage, as a fraction of N"},
+    {"moves", LPE_P_INT, "2", 1, 1 << 20, 0, "MH steps of every particle per stage"},
+    {NULL, 0, NULL, 0, 0, 0, NULL},
+};
+
+typedef struct {
+    double beta, log_Z, min_ess, accepts, proposals, est;
+    long long calls;
+    int stages, done;
+} smc_target;
+
+typedef struct {
+    int N, moves, G;
+    double beta_max, ess;
+    long long budget;
+    uint64_t seed;
+    lpe_walkers w;
+    smc_target *tg; /* [G] */
+    int *blk;       /* [G] target g's block (rows blk N .. blk N + N - 1) */
+    int32_t *src;   /* [n] */
+    double *lw;     /* [N] log incremental weights of one target */
+} smc_sys;
+
+/* ESS fraction of the incremental weights e^{db s_i}, and log mean of them (shifted by max) */
+static double ess_of(const float *s, int N, double db, double *log_mean) {
+    double mx = -INFINITY, a = 0, b = 0;
+    for (int i = 0; i < N; i++) mx = fmax(mx, db * s[i]);
+    for (int i = 0; i < N; i++) {
+        const double g = exp(db * s[i] - mx);
+        a += g, b += g * g;
+    }
+    if (log_mean) *log_mean = mx + log(a / N);
+    return a * a / (b * N);
+}
+
+/* The next beta for a block of scores s [N]: the largest in (beta, beta_max] with ESS >= ess. */
+static double next_beta(const float *s, int N, double beta, double beta_max, double ess) {
+    if (ess_of(s, N, beta_max - beta, NULL) >= ess) return beta_max;
+    double lo = 0, hi = beta_max - beta; /* ESS(lo) = 1 >= ess > ESS(hi) */
+    for (int it = 0; it < 60; it++) {
+        const double mid = 0.5 * (lo + hi);
+        if (ess_of(s, N, mid, NULL) >= ess) lo = mid;
+        else hi = mid;
+    }
+    return beta + (lo > 0 ? lo : hi); /* never stall: a zero step would repeat the stage */
+}
+
+static void group_start(smc_sys *s, const lpe_est_ctx *ctx, int t0) {
+    lpe_walkers *w = &s->w;
+    const int k = ctx->dist->k;
+    for (int g = 0; g < s->G; g++) {
+        const int32_t t = ctx->targets[t0 + g];
+        const uint32_t stream = lpe_stream(LPE_STREAM_SMC, (uint32_t)t);
+        lpe_dist_sample(w->tok + (size_t)g * s->N * k, ctx->dist, s->seed, stream, 1ull << 62, s->N);
+        s->tg[g] = (smc_target){.calls = s->N, .min_ess = 1};
+        s->blk[g] = g;
+        for (int i = 0; i < s->N; i++) {
+            const int r = g * s->N + i;
+            w->target[r] = t, w->stream[r] = stream, w->level[r] = -INFINITY;
+            w->beta[r] = w->tilt[r] = 0;
+        }
+    }
+    w->n = s->G * s->N;
+    lpe_walkers_eval(w);
+}
+
+/* Reweight target g to its next beta; returns 1 when it goes on (resample and move), 0 when it
+ * stops here (estimate set). Systematic resampling indices (within the block) into src. */
+static int target_stage(smc_sys *s, int g, int32_t *src) {
+    lpe_walkers *w = &s->w;
+    smc_target *a = &s->tg[g];
+    const int N = s->N, r0 = s->blk[g] * N;
+    const float *sc = w->score + r0; /* [N] */
+    const double nb = next_beta(sc, N, a->beta, s->beta_max, s->ess);
+    double log_mean, mx = -INFINITY, sum = 0;
+    const double e = ess_of(sc, N, nb - a->beta, &log_mean);
+    a->min_ess = fmin(a->min_ess, e);
+    a->log_Z += log_mean;
+    for (int i = 0; i < N; i++) mx = fmax(mx, (s->lw[i] = (nb - a->beta) * sc[i]));
+    for (int i = 0; i < N; i++) sum += (s->lw[i] = exp(s->lw[i] - mx)); /* unnormalised W */
+    a->beta = nb;
+    a->stages++;
+    if (nb >= s->beta_max || a->calls + (long long)N * s->moves > s->budget) {
+        double acc = 0; /* sum_i W_i h_i e^{-beta s_i}, in log space against log Z */
+        for (int i = 0; i < N; i++)
+            if (w->hit[r0 + i]) acc += s->lw[i] / sum * exp(a->log_Z - nb * sc[i]);
+        a->est = acc, a->done = 1;
+        return 0;
+    }
+    uint32_t u[4]; /* systematic: points (u + i) / N against the cumulative weights */
+    lpe_rng4(u, s->seed, w->stream[r0], (1ull << 61) + (uint64_t)a->stages, 0);
+    const double u0 = lpe_u01_53(u[0], u[1]);
+    double cum = s->lw[0] / sum;
+    for (int i = 0, j = 0; i < N; i++) {
+        const double pt = (u0 + i) / N;
+        while (cum < pt && j < N - 1) cum += s->lw[++j] / sum;
+        src[i] = r0 + j;
+    }
+    a->calls += (long long)N * s->moves;
+    return 1;
+}
+
+/* One stage of every live target; live blocks first in the new layout. Returns live targets. */
+static int stage(smc_sys *s) {
+    lpe_walkers *w = &s->w;
+    const int N = s->N;
+    int live = 0, *order = lpe_calloc((size_t)s->G, sizeof *order), *go = lpe_calloc((size_t)s->G, sizeof *go);
+    for (int g = 0; g < s->G; g++)
+        if (!s->tg[g].done && target_stage(s, g, s->src + (size_t)g * N)) go[g] = 1;
+    for (int g = 0; g < s->G; g++)
+        if (go[g]) order[live++] = g;
+    for (int g = 0, m = live; g < s->G; g++)
+        if (!go[g]) order[m++] = g;
+    for (int b = 0; b < s->G; b++) { /* block b of the new layout is target order[b] */
+        const int g = order[b], r0 = s->blk[g] * N;
+        for (int i = 0; i < N; i++)
+            s->src[(size_t)s->G * N + b * N + i] = go[g] ? s->src[g * N + i] : r0 + i;
+    }
+    lpe_walkers_gather(w, s->src + (size_t)s->G * N, s->G * N);
+    for (int b = 0; b < s->G; b++) {
+        const int g = order[b];
+        s->blk[g] = b;
+        for (int i = 0; i < N; i++) {
+            const int r = b * N + i;
+            w->beta[r] = w->tilt[r] = s->tg[g].beta;
+            w->index[r] = (uint64_t)s->tg[g].stages * N + i;
+        }
+    }
+    for (int mv = 0; mv < s->moves && live; mv++) {
+        lpe_walkers_step(w, live * N, s->seed, mv);
+        for (int r = 0; r < live * N; r++) {
+            s->tg[order[r / N]].accepts += w->accept[r];
+            s->tg[order[r / N]].proposals += 1;
+        }
+    }
+    free(order), free(go);
+    return live;
+}
+
+static void group_finish(smc_sys *s, lpe_est_out *out, int t0) {
+    double *st = lpe_est_out_diag(out, "stages"), *fb = lpe_est_out_diag(out, "final_beta");
+    double *me = lpe_est_out_diag(out, "min_ess"), *ar = lpe_est_out_diag(out, "acceptance_rate");
+    double *lz = lpe_est_out_diag(out, "log10_Z");
+    for (int g = 0; g < s->G; g++) {
+        const smc_target *a = &s->tg[g];
+        const int t = t0 + g;
+        out->estimate[t] = a->est;
+        out->std_error[t] = NAN;
+        out->model_calls[t] = (double)a->calls;
+        st[t] = a->stages, fb[t] = a->beta, me[t] = a->min_ess, lz[t] = a->log_Z / log(10.0);
+        ar[t] = a->proposals > 0 ? a->accepts / a->proposals : NAN;
+    }
+}
+
+static void smc_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
+    smc_sys s = {0};
+    s.N = (int)lpe_param_int(ctx->params, "particles");
+    s.beta_max = 1.0 / lpe_param_double(ctx->params, "temperature");
+    s.ess = lpe_param_double(ctx->params, "ess");
+    s.moves = (int)lpe_param_int(ctx->params, "moves");
+    s.budget = ctx->budget, s.seed = ctx->seed;
+    if (s.N > ctx->be->max_batch)
+        lpe_params_fail(ctx->params, "particles", "%d particles do not fit the backend's batch of %d rows",
+                        s.N, ctx->be->max_batch);
+    if (ctx->budget < s.N)
+        lpe_params_fail(ctx->params, "particles", "the budget (%lld calls) is below the %d start particles",
+                        ctx->budget, s.N);
+    const int Gmax = ctx->be->max_batch / s.N;
+    lpe_walkers_init(&s.w, ctx->be, Gmax * s.N);
+    s.tg = lpe_calloc((size_t)Gmax, sizeof *s.tg);
+    s.blk = lpe_calloc((size_t)Gmax, sizeof *s.blk);
+    s.src = lpe_calloc((size_t)2 * Gmax * s.N, sizeof *s.src); /* [2, n]: per target, layout */
+    s.lw = lpe_calloc((size_t)s.N, sizeof *s.lw);
+    lpe_progress prog;
+    lpe_progress_begin(&prog, "smc");
+    for (int t0 = 0; t0 < ctx->n_targets; t0 += Gmax) {
+        s.G = ctx->n_targets - t0 < Gmax ? ctx->n_targets - t0 : Gmax;
+        group_start(&s, ctx, t0);
+        while (stage(&s) > 0) {
+        }
+        group_finish(&s, out, t0);
+        lpe_progress_update(&prog, t0 + s.G, ctx->n_targets, "targets");
+    }
+    lpe_progress_end(&prog);
+    lpe_walkers_free(&s.w);
+    free(s.tg), free(s.blk), free(s.src), free(s.lw);
+}
+
+const lpe_estimator lpe_est_smc = {
+    .name = "smc",
+    .summary = "tempered SMC to p e^{s/T}: an unbiased Z in place of MHIS's harmonic mean",
+    .params = smc_params,
+    .backend_flags = LPE_BE_GRAD | LPE_BE_STATE,
+    .run = smc_run,
+};
