@@ -10,14 +10,20 @@
  *   start: N particles from p, weights 1/N, log Z_hat = 0;
  *   stage: the next beta' is the largest in (beta, 1/T] whose incremental weights
  *     G_i = e^{(beta' - beta) s_i} keep ESS = (sum G)^2 / sum G^2 >= ess N (bisection);
- *     log Z_hat += log mean_i G_i; the weights become W_i ∝ G_i;
- *     at beta' = 1/T, or when the budget would not pay for another stage, stop:
- *       P_hat = Z_hat sum_i W_i 1[argmax_i = t] e^{-beta' s_i};
- *     otherwise resample (systematic) and move each particle `moves` Metropolis-Hastings steps
- *     invariant for p e^{beta' s} (walkers.h, proposals tilted at beta').
- * Z_hat_beta sum W h e^{-beta s} is an unbiased estimate of E_p[h] at EVERY stage (Del Moral's
- * unbiasedness of the SMC normalising constant), so stopping early at the budget keeps it
- * unbiased, only noisier; `final_beta` says where it stopped.
+ *     log Z_hat += log mean_i G_i; the weights become W_i ∝ G_i; resample (systematic) and move
+ *     each particle `moves` Metropolis-Hastings steps invariant for p e^{beta' s} (walkers.h,
+ *     proposals tilted at beta');
+ *   at beta = 1/T the rest of the budget samples the final law: every population after a move
+ *     (and the weighted one that reached it) is recorded, and
+ *       P_hat = mean over recorded populations of Z_hat sum_i W_i 1[argmax_i = t] e^{-s_i/T}.
+ * For a fixed schedule, Z_hat_beta sum W h e^{-beta s} is an unbiased estimate of E_p[h] at
+ * every stage (Del Moral's unbiasedness of the SMC normalising constant) and after any number of
+ * invariant moves, so the mean over populations is unbiased too. The schedule here is chosen
+ * from the particles (the ESS rule), which adds a bias of order 1/N (Beskos, Jasra, Kantas &
+ * Thiery 2016): small beside the spread at the N used, and bounded by the tests against exact
+ * enumeration. When the budget ends before 1/T the weighted population of the last stage is the
+ * estimate (`final_beta` says where it stopped). This is MHIS's estimator with the harmonic mean
+ * replaced by Z_hat and burn-in replaced by annealing.
  *
  * Budget: model calls per target: N at the start, N moves per stage.
  * Randomness (stream lpe_stream(LPE_STREAM_SMC, t)): start particle i is input sample 2^62 + i;
@@ -44,9 +50,10 @@ static const lpe_param_spec smc_params[] = {
 };
 
 typedef struct {
-    double beta, log_Z, min_ess, accepts, proposals, est;
+    double beta, log_Z, min_ess, accepts, proposals;
+    double sum;        /* sum over recorded populations of sum_i W_i h_i e^{log Z - beta s_i} */
     long long calls;
-    int stages, done;
+    int stages, n_rec, done;
 } smc_target;
 
 typedef struct {
@@ -104,37 +111,51 @@ static void group_start(smc_sys *s, const lpe_est_ctx *ctx, int t0) {
     lpe_walkers_eval(w);
 }
 
-/* Reweight target g to its next beta; returns 1 when it goes on (resample and move), 0 when it
- * stops here (estimate set). Systematic resampling indices (within the block) into src. */
+/* Target g at the final law: add sum_i W_i h_i e^{log Z - beta s_i} (W: lw normalised by sum,
+ * or uniform when lw is NULL) to its running sum. */
+static void record(smc_sys *s, int g, const double *lw, double sum) {
+    const lpe_walkers *w = &s->w;
+    smc_target *a = &s->tg[g];
+    const int N = s->N, r0 = s->blk[g] * N;
+    double acc = 0;
+    for (int i = 0; i < N; i++)
+        if (w->hit[r0 + i])
+            acc += (lw ? lw[i] / sum : 1.0 / N) * exp(a->log_Z - a->beta * w->score[r0 + i]);
+    a->sum += acc, a->n_rec++;
+}
+
+/* Reweight target g to its next beta (at the final law: nothing to reweight); returns 1 when it
+ * goes on (resample, move), 0 when the budget is spent. Resampling indices into src [N]. */
 static int target_stage(smc_sys *s, int g, int32_t *src) {
     lpe_walkers *w = &s->w;
     smc_target *a = &s->tg[g];
-    const int N = s->N, r0 = s->blk[g] * N;
-    const float *sc = w->score + r0; /* [N] */
-    const double nb = next_beta(sc, N, a->beta, s->beta_max, s->ess);
-    double log_mean, mx = -INFINITY, sum = 0;
-    const double e = ess_of(sc, N, nb - a->beta, &log_mean);
-    a->min_ess = fmin(a->min_ess, e);
-    a->log_Z += log_mean;
-    for (int i = 0; i < N; i++) mx = fmax(mx, (s->lw[i] = (nb - a->beta) * sc[i]));
-    for (int i = 0; i < N; i++) sum += (s->lw[i] = exp(s->lw[i] - mx)); /* unnormalised W */
-    a->beta = nb;
-    a->stages++;
-    if (nb >= s->beta_max || a->calls + (long long)N * s->moves > s->budget) {
-        double acc = 0; /* sum_i W_i h_i e^{-beta s_i}, in log space against log Z */
-        for (int i = 0; i < N; i++)
-            if (w->hit[r0 + i]) acc += s->lw[i] / sum * exp(a->log_Z - nb * sc[i]);
-        a->est = acc, a->done = 1;
-        return 0;
-    }
-    uint32_t u[4]; /* systematic: points (u + i) / N against the cumulative weights */
-    lpe_rng4(u, s->seed, w->stream[r0], (1ull << 61) + (uint64_t)a->stages, 0);
-    const double u0 = lpe_u01_53(u[0], u[1]);
-    double cum = s->lw[0] / sum;
-    for (int i = 0, j = 0; i < N; i++) {
-        const double pt = (u0 + i) / N;
-        while (cum < pt && j < N - 1) cum += s->lw[++j] / sum;
-        src[i] = r0 + j;
+    const int N = s->N, r0 = s->blk[g] * N, annealing = a->beta < s->beta_max;
+    for (int i = 0; i < N; i++) src[i] = r0 + i;
+    if (annealing) {
+        const float *sc = w->score + r0; /* [N] */
+        const double nb = next_beta(sc, N, a->beta, s->beta_max, s->ess);
+        double log_mean, mx = -INFINITY, sum = 0;
+        a->min_ess = fmin(a->min_ess, ess_of(sc, N, nb - a->beta, &log_mean));
+        a->log_Z += log_mean;
+        for (int i = 0; i < N; i++) mx = fmax(mx, (s->lw[i] = (nb - a->beta) * sc[i]));
+        for (int i = 0; i < N; i++) sum += (s->lw[i] = exp(s->lw[i] - mx)); /* unnormalised W */
+        a->beta = nb;
+        a->stages++;
+        if (nb >= s->beta_max || a->calls + (long long)N * s->moves > s->budget)
+            record(s, g, s->lw, sum);
+        if (a->calls + (long long)N * s->moves > s->budget) return 0;
+        uint32_t u[4]; /* systematic: points (u + i) / N against the cumulative weights */
+        lpe_rng4(u, s->seed, w->stream[r0], (1ull << 61) + (uint64_t)a->stages, 0);
+        const double u0 = lpe_u01_53(u[0], u[1]);
+        double cum = s->lw[0] / sum;
+        for (int i = 0, j = 0; i < N; i++) {
+            const double pt = (u0 + i) / N;
+            while (cum < pt && j < N - 1) cum += s->lw[++j] / sum;
+            src[i] = r0 + j;
+        }
+    } else {
+        if (a->calls + (long long)N * s->moves > s->budget) return 0;
+        a->stages++; /* a sampling stage: moves at the final law, no resampling */
     }
     a->calls += (long long)N * s->moves;
     return 1;
@@ -147,6 +168,7 @@ static int stage(smc_sys *s) {
     int live = 0, *order = lpe_calloc((size_t)s->G, sizeof *order), *go = lpe_calloc((size_t)s->G, sizeof *go);
     for (int g = 0; g < s->G; g++)
         if (!s->tg[g].done && target_stage(s, g, s->src + (size_t)g * N)) go[g] = 1;
+        else s->tg[g].done = 1;
     for (int g = 0; g < s->G; g++)
         if (go[g]) order[live++] = g;
     for (int g = 0, m = live; g < s->G; g++)
@@ -172,6 +194,8 @@ static int stage(smc_sys *s) {
             s->tg[order[r / N]].accepts += w->accept[r];
             s->tg[order[r / N]].proposals += 1;
         }
+        for (int b = 0; b < live; b++) /* populations at the final law are recorded */
+            if (s->tg[order[b]].beta >= s->beta_max) record(s, order[b], NULL, 0);
     }
     free(order), free(go);
     return live;
@@ -184,7 +208,7 @@ static void group_finish(smc_sys *s, lpe_est_out *out, int t0) {
     for (int g = 0; g < s->G; g++) {
         const smc_target *a = &s->tg[g];
         const int t = t0 + g;
-        out->estimate[t] = a->est;
+        out->estimate[t] = a->n_rec ? a->sum / a->n_rec : 0.0;
         out->std_error[t] = NAN;
         out->model_calls[t] = (double)a->calls;
         st[t] = a->stages, fb[t] = a->beta, me[t] = a->min_ess, lz[t] = a->log_Z / log(10.0);

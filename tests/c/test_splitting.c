@@ -5,10 +5,13 @@
  *
  *   unbiased: the mean of R seeded runs lies within 4 standard errors (from the runs' spread) of
  *     the exact P, for every target;
- *   the spread shrinks with the budget: 4 times the particles (and budget) gives a standard
- *     deviation at most 0.75 of the smaller one's (1/2 expected), pooled over targets;
- *   a wrong level rule fails: killing exactly k particles at ties (not all of them), which the
- *     unbiased variant forbids, is tested as a negative control in the note, not here.
+ *   the error shrinks with the budget: 4 times the particles (and budget) gives a mean absolute
+ *     relative error at most 0.75 of the smaller one's (1/2 expected), pooled over targets (the
+ *     mean absolute error, not the standard deviation: at N = 64 the estimates are heavy-tailed
+ *     and 16 runs estimate their standard deviation poorly);
+ *   negative control (run by hand, in the closing note of issue 12): weighting each level by
+ *     1 - k/N instead of 1 - K/N (ignoring ties) moves the rarest target's mean by 4.7-5.1
+ *     standard errors and fails the first check.
  * Seeds are fixed, so the test is deterministic.
  */
 #include <math.h>
@@ -64,11 +67,15 @@ static void space_free(space *sp) {
     lpe_model_free(&sp->m);
 }
 
-/* mean and standard deviation over R seeded runs of method `name` (params kv) per target */
+static double mare_[8]; /* mean |estimate / P - 1| of the last runs() per target */
+
+/* mean and standard deviation over R seeded runs of method `name` (params kv) per target; the
+ * mean absolute relative error into mare_ */
 static void runs(double *mean, double *sd, space *sp, const char *name, const int32_t *tg, int T,
                  int R, long long budget, const char **kv, int nkv) {
     const lpe_estimator *e = lpe_estimator_find(name);
     double s1[8] = {0}, s2[8] = {0};
+    memset(mare_, 0, sizeof mare_);
     for (int r = 0; r < R; r++) {
         lpe_params p;
         lpe_params_init(&p, e->params, "test", name);
@@ -84,7 +91,10 @@ static void runs(double *mean, double *sd, space *sp, const char *name, const in
         lpe_est_out o;
         lpe_est_out_init(&o, T);
         e->run(&o, &ctx);
-        for (int t = 0; t < T; t++) s1[t] += o.estimate[t], s2[t] += o.estimate[t] * o.estimate[t];
+        for (int t = 0; t < T; t++) {
+            s1[t] += o.estimate[t], s2[t] += o.estimate[t] * o.estimate[t];
+            mare_[t] += fabs(o.estimate[t] / sp->P[tg[t]] - 1) / R;
+        }
         lpe_est_out_free(&o);
     }
     for (int t = 0; t < T; t++) {
@@ -110,10 +120,11 @@ int main(void) {
     }
     CHECK(T == 4, "need a target in each decade 1e-2..1e-5, found %d", T);
     const int R = 16;
-    double m1[4], sd1[4], m2[4], sd2[4];
+    double m1[4], sd1[4], m2[4], sd2[4], e1[8];
     const char *kv1[] = {"particles=64", "kill=0.1", "moves=3"};
     const char *kv2[] = {"particles=256", "kill=0.1", "moves=3"};
     runs(m1, sd1, &sp, "ams", tg, T, R, 1 << 14, kv1, 3);
+    memcpy(e1, mare_, sizeof e1);
     runs(m2, sd2, &sp, "ams", tg, T, R, 1 << 16, kv2, 3);
     double r1 = 0, r2 = 0;
     for (int t = 0; t < T; t++) {
@@ -125,14 +136,15 @@ int main(void) {
               tg[t], m1[t], P, se1);
         CHECK(se2 > 0 && fabs(m2[t] - P) <= 4 * se2, "ams N=256 target %d: %.4g vs %.4g (se %.3g)",
               tg[t], m2[t], P, se2);
-        r1 += sd1[t] / P, r2 += sd2[t] / P;
+        r1 += e1[t], r2 += mare_[t];
     }
-    CHECK(r2 <= 0.75 * r1, "ams spread did not shrink with the budget: %.3f then %.3f", r1 / T, r2 / T);
+    CHECK(r2 <= 0.75 * r1, "ams error did not shrink with the budget: %.3f then %.3f", r1 / T, r2 / T);
 
     /* tempered SMC to T = 0.1 (a sharp tilt: this small model's logits spread over ~1): the same checks */
     const char *sv1[] = {"particles=64", "ess=0.5", "moves=2", "temperature=0.1"};
     const char *sv2[] = {"particles=256", "ess=0.5", "moves=2", "temperature=0.1"};
     runs(m1, sd1, &sp, "smc", tg, T, R, 1 << 14, sv1, 4);
+    memcpy(e1, mare_, sizeof e1);
     runs(m2, sd2, &sp, "smc", tg, T, R, 1 << 16, sv2, 4);
     /* SMC's tilt follows the target logit, not the margin, so for the rarest targets 64
      * particles reach the region that carries P only in rare runs: the estimate is unbiased but
@@ -149,9 +161,20 @@ int main(void) {
                   tg[t], m1[t], P, se1);
         CHECK(se2 > 0 && fabs(m2[t] - P) <= 4 * se2, "smc N=256 target %d: %.4g vs %.4g (se %.3g)",
               tg[t], m2[t], P, se2);
-        if (P >= 1e-3) r1 += sd1[t] / P, r2 += sd2[t] / P;
+        if (P >= 1e-3) r1 += e1[t], r2 += mare_[t];
     }
-    CHECK(r2 <= 0.75 * r1, "smc spread did not shrink with the budget: %.3f then %.3f", r1, r2);
+    CHECK(r2 <= 0.75 * r1, "smc error did not shrink with the budget: %.3f then %.3f", r1, r2);
+
+    /* a final law reached early (T = 1): the rest of the budget samples it; the two commonest
+     * targets, where 64 particles suffice */
+    const char *sv3[] = {"particles=64", "ess=0.5", "moves=2", "temperature=1.0"};
+    runs(m1, sd1, &sp, "smc", tg, 2, R, 1 << 13, sv3, 4);
+    for (int t = 0; t < 2; t++) {
+        const double P = sp.P[tg[t]], se1 = sd1[t] / sqrt(R);
+        printf("smc T=1 target %d: exact %.4g | mean %.4g (%.1f se)\n", tg[t], P, m1[t], (m1[t] - P) / se1);
+        CHECK(se1 > 0 && fabs(m1[t] - P) <= 4 * se1, "smc T=1 target %d: %.4g vs %.4g (se %.3g)",
+              tg[t], m1[t], P, se1);
+    }
     space_free(&sp);
     return check_summary("test_splitting");
 }
