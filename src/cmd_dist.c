@@ -167,17 +167,17 @@ static int cmd_random(int argc, char **argv) {
                 random_usage);
         return LPE_EXIT_INPUT;
     }
-    LPE_REQUIRE(V >= 1 && V <= INT32_MAX, "--vocab: expected a positive size, got %lld", V);
-    LPE_REQUIRE(S >= 1 && S <= V, "--support: expected 1 .. vocab (%lld), got %lld", V, S);
-    LPE_REQUIRE(seed >= 0, "--seed: expected an integer >= 0, got %lld", seed);
-    LPE_REQUIRE(isfinite(zipf) && zipf >= 0, "--zipf: expected a number >= 0, got %g", zipf);
+    LPE_CHECK_INPUT(V >= 1 && V <= INT32_MAX, "--vocab: expected a positive size, got %lld", V);
+    LPE_CHECK_INPUT(S >= 1 && S <= V, "--support: expected 1 .. vocab (%lld), got %lld", V, S);
+    LPE_CHECK_INPUT(seed >= 0, "--seed: expected an integer >= 0, got %lld", seed);
+    LPE_CHECK_INPUT(isfinite(zipf) && zipf >= 0, "--zipf: expected a number >= 0, got %g", zipf);
     int nc = cfirst >= 0 ? 1 : 0; /* constant factors in front */
-    LPE_REQUIRE(cfirst >= -1 && cfirst < V, "--const-first: expected a token in [0, %lld), got %lld", V,
+    LPE_CHECK_INPUT(cfirst >= -1 && cfirst < V, "--const-first: expected a token in [0, %lld), got %lld", V,
                 cfirst);
-    LPE_REQUIRE(k >= 1 + nc && k <= (1 << 20), "--k: expected %d .. 2^20 positions, got %lld", 1 + nc, k);
-    LPE_REQUIRE(NF >= 1 && NF <= k - nc,
+    LPE_CHECK_INPUT(k >= 1 + nc && k <= (1 << 20), "--k: expected %d .. 2^20 positions, got %lld", 1 + nc, k);
+    LPE_CHECK_INPUT(NF >= 1 && NF <= k - nc,
                 "--factors: expected 1 .. %lld (every factor used by a position), got %lld", k - nc, NF);
-    LPE_REQUIRE((double)NF * (double)S <= 1e9, "--factors x --support: too large (%lld x %lld)", NF, S);
+    LPE_CHECK_INPUT((double)NF * (double)S <= 1e9, "--factors x --support: too large (%lld x %lld)", NF, S);
 
     int nf = (int)NF + nc;
     int64_t NS = nc + NF * S;

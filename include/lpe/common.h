@@ -39,8 +39,10 @@ void lpe_warn(const char *fmt, ...) LPE_PRINTF(1, 2);
                      __LINE__);                                                                  \
     } while (0)
 
-/* Precondition at op entry: like LPE_ASSERT with a formatted explanation. */
-#define LPE_REQUIRE(cond, ...)                                                                   \
+/* Check of user input (options, file contents): when cond fails, the formatted message that
+ * names what was given and what was expected goes out through lpe_fail_input (exit 2). Not for
+ * internal invariants: those are LPE_ASSERT (exit 1). */
+#define LPE_CHECK_INPUT(cond, ...)                                                               \
     do {                                                                                         \
         if (!(cond)) lpe_fail_input(__VA_ARGS__);                                                \
     } while (0)
