@@ -149,31 +149,26 @@ int lpe_cmd_bench(int argc, char **argv) {
     const char *model_path = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDV()                                                                                  \
-    do {                                                                                         \
-        if (!v) lpe_fail_input("bench: %s needs a value", a);                                   \
-        i++;                                                                                     \
-    } while (0)
+        const char *v = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--batch")) {
-            NEEDV();
+            v = lpe_arg_value(argc, argv, &i, "bench");
             o.batch = (int)lpe_parse_ll(v, "--batch");
             if (o.batch < 1) lpe_fail_input("bench: --batch %d must be >= 1", o.batch);
         } else if (!strcmp(a, "--iters")) {
-            NEEDV();
+            v = lpe_arg_value(argc, argv, &i, "bench");
             o.iters = (int)lpe_parse_ll(v, "--iters");
             if (o.iters < 1) lpe_fail_input("bench: --iters %d must be >= 1", o.iters);
         } else if (!strcmp(a, "--backend")) {
-            NEEDV();
+            v = lpe_arg_value(argc, argv, &i, "bench");
             o.backend = v;
         } else if (!strcmp(a, "--model")) {
-            NEEDV();
+            v = lpe_arg_value(argc, argv, &i, "bench");
             model_path = v;
         } else if (!strcmp(a, "--k")) {
-            NEEDV();
+            v = lpe_arg_value(argc, argv, &i, "bench");
             k_file = (int)lpe_parse_ll(v, "--k");
         } else if (!strcmp(a, "--quick")) {
             quick = 1;
@@ -182,7 +177,6 @@ int lpe_cmd_bench(int argc, char **argv) {
             usage(stderr);
             return LPE_EXIT_INPUT;
         }
-#undef NEEDV
     }
     if (quick) o.min_time = 0.3;
 

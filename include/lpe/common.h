@@ -78,6 +78,10 @@ void lpe_set_quiet(int quiet); /* --quiet: no progress lines */
 /* Version string (git describe at build time). */
 const char *lpe_version(void);
 
+/* Command-line option argv[*i] takes a value: returns argv[*i + 1] and advances *i past it;
+ * exit 2 with "CMD: OPTION needs a value" when there is none (cmd: e.g. "bench"). */
+const char *lpe_arg_value(int argc, char **argv, int *i, const char *cmd);
+
 /* Parse helpers for command-line values: exit 2 naming `what` on a bad value. */
 long long lpe_parse_ll(const char *s, const char *what);
 double lpe_parse_double(const char *s, const char *what);
