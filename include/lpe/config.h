@@ -5,7 +5,8 @@
  *
  * The INI format is documented atop src/config.c (and in docs/). Loading checks everything that
  * can be checked without the model's weights: sections, keys, values, that the files exist, that
- * the named distributions are in the distribution file and that each method is registered.
+ * the named distributions are in the distribution file, that each method is registered and
+ * the methods' own checks of their options (their parse(), run for every run and distribution).
  * Checks that need the model (target ids against d_vocab) are made by the runner, which reports
  * them with the line kept here (list_line).
  */
@@ -87,8 +88,9 @@ typedef struct {
     char budget_def[64];
 } lpe_config;
 
-/* Parse and check `path`. Fill c in place and do not copy it afterwards: the methods' params
- * point into it (budget_spec). output_override (may be NULL): --output, relative to the current
+/* Parse and check `path`, down to every run's typed options per distribution. Fill c in place
+ * and do not copy it afterwards: the methods' params point into it (budget_spec), the runs into
+ * c->methods. output_override (may be NULL): --output, relative to the current
  * directory. Exit 2 with "FILE:LINE: ..." on any problem. */
 void lpe_config_load(lpe_config *c, const char *path, const char *output_override);
 void lpe_config_free(lpe_config *c);

@@ -8,6 +8,11 @@
  * It fills one estimate per target plus named per-target diagnostics; the runner writes them to
  * /{dist}/{method}/ of the results file. Large optional outputs (chains, activations) are written
  * by the method itself into `out_group` (an HDF5 group id, chunked and compressed via h5io.h).
+ *
+ * Options: a method declares its keys (lpe_param_spec: validation, defaults and --help) and its
+ * own typed options struct; parse() reads the keys into that struct ONCE per (run, distribution)
+ * when the experiment is loaded (config_runs.c), and run() reads only ctx->opts: no key is looked
+ * up by name while a method runs.
  */
 #ifndef LPE_ESTIMATOR_H
 #define LPE_ESTIMATOR_H

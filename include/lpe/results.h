@@ -1,4 +1,5 @@
-/* results.h: the results file of an experiment (SPEC 8), written atomically.
+/* results.h: the results file of an experiment (SPEC 8), written atomically; every group,
+ * dataset and attribute below is written by src/results.c (the runner hands it the values).
  *
  * Dimension legend: T = targets of a distribution.
  *
