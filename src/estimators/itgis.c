@@ -226,8 +226,10 @@ static void itgis_finish(itgis_state *s, lpe_est_out *out, long long rounds) {
 static void itgis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     itgis_state s;
     itgis_init(&s, ctx);
-    /* the diagnostics in the order they were always added */
-    lpe_est_out_diag(out, "ess"), lpe_est_out_diag(out, "hits"), lpe_est_out_diag(out, "rounds");
+    /* the diagnostics exist from the start, in this order (the results list them so) */
+    lpe_est_out_diag(out, "ess");
+    lpe_est_out_diag(out, "hits");
+    lpe_est_out_diag(out, "rounds");
     lpe_progress prog;
     lpe_progress_begin(&prog, "itgis");
     const long long n = s.n, rounds = (n + s.B - 1) / s.B;
