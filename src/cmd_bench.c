@@ -143,56 +143,75 @@ static void bench_model(const bench_opts *o, const char *label, const lpe_model 
     lpe_backend_destroy(be);
 }
 
-int lpe_cmd_bench(int argc, char **argv) {
-    bench_opts o = {.backend = "cpu", .batch = 256, .iters = 0, .min_time = 2.0};
-    int quick = 0, k_file = 33;
-    const char *model_path = NULL;
+/* Options into o (and the model file, its k, --quick); returns -1 to go on, else the exit code. */
+static int parse_args(bench_opts *o, const char **model_path, int *k_file, int *quick, int argc,
+                      char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDV()                                                                                  \
-    do {                                                                                         \
-        if (!v) lpe_fail_input("bench: %s needs a value", a);                                   \
-        i++;                                                                                     \
-    } while (0)
+        const char *v = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--batch")) {
-            NEEDV();
-            o.batch = (int)lpe_parse_ll(v, "--batch");
-            if (o.batch < 1) lpe_fail_input("bench: --batch %d must be >= 1", o.batch);
+            v = lpe_arg_value(argc, argv, &i, "bench");
+            o->batch = (int)lpe_parse_ll(v, "--batch");
+            if (o->batch < 1) lpe_fail_input("bench: --batch %d must be >= 1", o->batch);
         } else if (!strcmp(a, "--iters")) {
-            NEEDV();
-            o.iters = (int)lpe_parse_ll(v, "--iters");
-            if (o.iters < 1) lpe_fail_input("bench: --iters %d must be >= 1", o.iters);
+            v = lpe_arg_value(argc, argv, &i, "bench");
+            o->iters = (int)lpe_parse_ll(v, "--iters");
+            if (o->iters < 1) lpe_fail_input("bench: --iters %d must be >= 1", o->iters);
         } else if (!strcmp(a, "--backend")) {
-            NEEDV();
-            o.backend = v;
+            o->backend = lpe_arg_value(argc, argv, &i, "bench");
         } else if (!strcmp(a, "--model")) {
-            NEEDV();
-            model_path = v;
+            *model_path = lpe_arg_value(argc, argv, &i, "bench");
         } else if (!strcmp(a, "--k")) {
-            NEEDV();
-            k_file = (int)lpe_parse_ll(v, "--k");
+            v = lpe_arg_value(argc, argv, &i, "bench");
+            *k_file = (int)lpe_parse_ll(v, "--k");
         } else if (!strcmp(a, "--quick")) {
-            quick = 1;
+            *quick = 1;
         } else {
             fprintf(stderr, "lpe bench: unknown option '%s'\n", a);
             usage(stderr);
             return LPE_EXIT_INPUT;
         }
-#undef NEEDV
     }
-    if (quick) o.min_time = 0.3;
+    return -1;
+}
 
-    int Mq = o.batch * 33; /* the gelu-1l q|k|v product of a batch */
+/* This machine's sgemm rates (the yardstick), into o->sgemm, printed. */
+static void sgemm_reference(bench_opts *o, int quick) {
+    int Mq = o->batch * 33; /* the gelu-1l q|k|v product of a batch */
     double r1 = sgemm_rate(quick ? 512 : 1024, quick ? 512 : 1024, quick ? 512 : 1024, quick ? 2 : 4);
     double r2 = sgemm_rate(quick && Mq > 2048 ? 2048 : Mq, 1536, 512, quick ? 2 : 3);
-    o.sgemm = r1 > r2 ? r1 : r2; /* printed for reference; fractions use the adjacent rate */
+    o->sgemm = r1 > r2 ? r1 : r2; /* printed for reference; fractions use the adjacent rate */
     printf("sgemm %dx%dx%d: %.1f GFLOP/s\n", quick ? 512 : 1024, quick ? 512 : 1024,
            quick ? 512 : 1024, r1);
     printf("sgemm %dx1536x512 (q|k|v of a batch): %.1f GFLOP/s\n", quick && Mq > 2048 ? 2048 : Mq, r2);
+}
+
+/* The backend's name and device, the load average, the table's header. */
+static void print_header(const bench_opts *o, const lpe_model *m) {
+    lpe_backend *probe = lpe_backend_create(o->backend, m, 1, 1, 0);
+    printf("backend %s: %s\n", probe->name, probe->device);
+    double load[1];
+    if (getloadavg(load, 1) == 1)
+        printf("load average %.2f (other processes on these cores slow both the sgemm and the\n"
+               "model; 'frac' compares the two under the same load)\n",
+               load[0]);
+    lpe_backend_destroy(probe);
+    printf("\n");
+    printf("%-18s %6s %4s  %-8s %11s %9s %10s %9s %7s %6s\n", "model", "batch", "k", "pass",
+           "samples/s", "ms/call", "MFLOP/smp", "GFLOP/s", "sgemm", "frac");
+}
+
+int lpe_cmd_bench(int argc, char **argv) {
+    bench_opts o = {.backend = "cpu", .batch = 256, .iters = 0, .min_time = 2.0};
+    int quick = 0, k_file = 33;
+    const char *model_path = NULL;
+    int rc = parse_args(&o, &model_path, &k_file, &quick, argc, argv);
+    if (rc >= 0) return rc;
+    if (quick) o.min_time = 0.3;
+    sgemm_reference(&o, quick);
 
     lpe_model m1, m2;
     if (model_path) {
@@ -207,17 +226,7 @@ int lpe_cmd_bench(int argc, char **argv) {
         lpe_model_init_random(&m1, &c1, 1);
         lpe_model_init_random(&m2, &c2, 2);
     }
-    lpe_backend *probe = lpe_backend_create(o.backend, model_path ? &m1 : &m2, 1, 1, 0);
-    printf("backend %s: %s\n", probe->name, probe->device);
-    double load[1];
-    if (getloadavg(load, 1) == 1)
-        printf("load average %.2f (other processes on these cores slow both the sgemm and the\n"
-               "model; 'frac' compares the two under the same load)\n",
-               load[0]);
-    lpe_backend_destroy(probe);
-    printf("\n");
-    printf("%-18s %6s %4s  %-8s %11s %9s %10s %9s %7s %6s\n", "model", "batch", "k", "pass",
-           "samples/s", "ms/call", "MFLOP/smp", "GFLOP/s", "sgemm", "frac");
+    print_header(&o, model_path ? &m1 : &m2);
     if (model_path) {
         bench_model(&o, "model file", &m1, k_file);
         lpe_model_free(&m1);

@@ -131,10 +131,15 @@ static int cmd_show(int argc, char **argv) {
 
 /* ---- random ------------------------------------------------------------------------------ */
 
-static int cmd_random(int argc, char **argv) {
-    const char *out = NULL, *name = NULL, *desc = NULL;
-    long long V = -1, k = -1, S = -1, NF = 1, seed = 0, cfirst = -1;
-    double zipf = 1.0;
+/* `dist random` options. */
+typedef struct {
+    const char *out, *name, *desc;
+    long long V, k, S, NF, seed, cfirst;
+    double zipf;
+} random_args;
+
+/* Options into r, checked; returns -1 to go on, else the exit code (help, bad usage). */
+static int random_parse(random_args *r, int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         const char *o = argv[a];
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
@@ -147,38 +152,69 @@ static int cmd_random(int argc, char **argv) {
             return LPE_EXIT_INPUT;
         }
         const char *v = argv[++a];
-        if (!strcmp(o, "--out")) out = v;
-        else if (!strcmp(o, "--name")) name = v;
-        else if (!strcmp(o, "--description")) desc = v;
-        else if (!strcmp(o, "--vocab")) V = lpe_parse_ll(v, "--vocab");
-        else if (!strcmp(o, "--k")) k = lpe_parse_ll(v, "--k");
-        else if (!strcmp(o, "--support")) S = lpe_parse_ll(v, "--support");
-        else if (!strcmp(o, "--factors")) NF = lpe_parse_ll(v, "--factors");
-        else if (!strcmp(o, "--seed")) seed = lpe_parse_ll(v, "--seed");
-        else if (!strcmp(o, "--const-first")) cfirst = lpe_parse_ll(v, "--const-first");
-        else if (!strcmp(o, "--zipf")) zipf = lpe_parse_double(v, "--zipf");
+        if (!strcmp(o, "--out")) r->out = v;
+        else if (!strcmp(o, "--name")) r->name = v;
+        else if (!strcmp(o, "--description")) r->desc = v;
+        else if (!strcmp(o, "--vocab")) r->V = lpe_parse_ll(v, "--vocab");
+        else if (!strcmp(o, "--k")) r->k = lpe_parse_ll(v, "--k");
+        else if (!strcmp(o, "--support")) r->S = lpe_parse_ll(v, "--support");
+        else if (!strcmp(o, "--factors")) r->NF = lpe_parse_ll(v, "--factors");
+        else if (!strcmp(o, "--seed")) r->seed = lpe_parse_ll(v, "--seed");
+        else if (!strcmp(o, "--const-first")) r->cfirst = lpe_parse_ll(v, "--const-first");
+        else if (!strcmp(o, "--zipf")) r->zipf = lpe_parse_double(v, "--zipf");
         else {
             fprintf(stderr, "lpe dist random: unknown option '%s'\n%s", o, random_usage);
             return LPE_EXIT_INPUT;
         }
     }
-    if (!out || !name || V < 0 || k < 0 || S < 0) {
+    if (!r->out || !r->name || r->V < 0 || r->k < 0 || r->S < 0) {
         fprintf(stderr, "lpe dist random: --out, --name, --vocab, --k and --support are required\n%s",
                 random_usage);
         return LPE_EXIT_INPUT;
     }
-    LPE_REQUIRE(V >= 1 && V <= INT32_MAX, "--vocab: expected a positive size, got %lld", V);
-    LPE_REQUIRE(S >= 1 && S <= V, "--support: expected 1 .. vocab (%lld), got %lld", V, S);
-    LPE_REQUIRE(seed >= 0, "--seed: expected an integer >= 0, got %lld", seed);
-    LPE_REQUIRE(isfinite(zipf) && zipf >= 0, "--zipf: expected a number >= 0, got %g", zipf);
+    const long long V = r->V, k = r->k, S = r->S, NF = r->NF, cfirst = r->cfirst;
+    LPE_CHECK_INPUT(V >= 1 && V <= INT32_MAX, "--vocab: expected a positive size, got %lld", V);
+    LPE_CHECK_INPUT(S >= 1 && S <= V, "--support: expected 1 .. vocab (%lld), got %lld", V, S);
+    LPE_CHECK_INPUT(r->seed >= 0, "--seed: expected an integer >= 0, got %lld", r->seed);
+    LPE_CHECK_INPUT(isfinite(r->zipf) && r->zipf >= 0, "--zipf: expected a number >= 0, got %g",
+                    r->zipf);
     int nc = cfirst >= 0 ? 1 : 0; /* constant factors in front */
-    LPE_REQUIRE(cfirst >= -1 && cfirst < V, "--const-first: expected a token in [0, %lld), got %lld", V,
-                cfirst);
-    LPE_REQUIRE(k >= 1 + nc && k <= (1 << 20), "--k: expected %d .. 2^20 positions, got %lld", 1 + nc, k);
-    LPE_REQUIRE(NF >= 1 && NF <= k - nc,
-                "--factors: expected 1 .. %lld (every factor used by a position), got %lld", k - nc, NF);
-    LPE_REQUIRE((double)NF * (double)S <= 1e9, "--factors x --support: too large (%lld x %lld)", NF, S);
+    LPE_CHECK_INPUT(cfirst >= -1 && cfirst < V,
+                    "--const-first: expected a token in [0, %lld), got %lld", V, cfirst);
+    LPE_CHECK_INPUT(k >= 1 + nc && k <= (1 << 20), "--k: expected %d .. 2^20 positions, got %lld",
+                    1 + nc, k);
+    LPE_CHECK_INPUT(NF >= 1 && NF <= k - nc,
+                    "--factors: expected 1 .. %lld (every factor used by a position), got %lld",
+                    k - nc, NF);
+    LPE_CHECK_INPUT((double)NF * (double)S <= 1e9,
+                    "--factors x --support: too large (%lld x %lld)", NF, S);
+    return -1;
+}
 
+/* Factor nc + f: S distinct tokens drawn without replacement (partial Fisher-Yates: draw i
+ * picks among the V - i tokens not drawn yet), with Zipf probabilities by draw order. */
+static void random_factor(const random_args *r, int f, int64_t a, int32_t *values, double *probs,
+                          int32_t *perm /* [V] */) {
+    for (int64_t v = 0; v < r->V; v++) perm[v] = (int32_t)v;
+    uint32_t stream = lpe_stream(LPE_STREAM_DISTGEN, (uint32_t)f);
+    for (int64_t i = 0; i < r->S; i++) {
+        uint32_t w[4];
+        lpe_rng4(w, (uint64_t)r->seed, stream, (uint64_t)i, 0);
+        int64_t j = i + (int64_t)lpe_below(w[0], (uint32_t)(r->V - i));
+        int32_t tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+        values[a + i] = perm[i];
+        probs[a + i] = pow((double)(i + 1), -r->zipf);
+    }
+}
+
+static int cmd_random(int argc, char **argv) {
+    random_args r = {.V = -1, .k = -1, .S = -1, .NF = 1, .cfirst = -1, .zipf = 1.0};
+    int rc = random_parse(&r, argc, argv);
+    if (rc >= 0) return rc;
+    const long long V = r.V, k = r.k, S = r.S, NF = r.NF;
+    int nc = r.cfirst >= 0 ? 1 : 0; /* constant factors in front */
     int nf = (int)NF + nc;
     int64_t NS = nc + NF * S;
     int64_t *offsets = lpe_calloc((size_t)nf + 1, sizeof(int64_t)); /* [NF + 1] */
@@ -187,39 +223,26 @@ static int cmd_random(int argc, char **argv) {
     int32_t *positions = lpe_calloc((size_t)k, sizeof(int32_t));    /* [k] */
     int32_t *perm = lpe_calloc((size_t)V, sizeof(int32_t));         /* [V] */
     if (nc) {
-        values[0] = (int32_t)cfirst;
+        values[0] = (int32_t)r.cfirst;
         probs[0] = 1;
         offsets[1] = 1;
     }
     for (int f = 0; f < (int)NF; f++) {
-        /* partial Fisher-Yates: draw i picks among the V - i tokens not drawn yet */
-        for (int64_t v = 0; v < V; v++) perm[v] = (int32_t)v;
-        uint32_t stream = lpe_stream(LPE_STREAM_DISTGEN, (uint32_t)f);
-        int64_t a = offsets[nc + f];
-        for (int64_t i = 0; i < S; i++) {
-            uint32_t w[4];
-            lpe_rng4(w, (uint64_t)seed, stream, (uint64_t)i, 0);
-            int64_t r = i + (int64_t)lpe_below(w[0], (uint32_t)(V - i));
-            int32_t tmp = perm[i];
-            perm[i] = perm[r];
-            perm[r] = tmp;
-            values[a + i] = perm[i];
-            probs[a + i] = pow((double)(i + 1), -zipf);
-        }
-        offsets[nc + f + 1] = a + S;
+        random_factor(&r, f, offsets[nc + f], values, probs, perm);
+        offsets[nc + f + 1] = offsets[nc + f] + S;
     }
     for (int j = 0; j < k; j++) positions[j] = j < nc ? 0 : nc + (j - nc) % (int)NF;
     char descbuf[256];
-    if (!desc) {
+    if (!r.desc) {
         snprintf(descbuf, sizeof descbuf,
                  "random: vocab %lld, k %lld, %lld factor(s) of support %lld, zipf %g, seed %lld%s",
-                 V, k, NF, S, zipf, seed, nc ? ", constant first token" : "");
-        desc = descbuf;
+                 V, k, NF, S, r.zipf, r.seed, nc ? ", constant first token" : "");
+        r.desc = descbuf;
     }
     lpe_dist d;
-    lpe_dist_from_arrays(&d, name, desc, nf, offsets, values, probs, (int)k, positions, (int)V);
-    lpe_dist_save(&d, out);
-    show_one(&d, out);
+    lpe_dist_from_arrays(&d, r.name, r.desc, nf, offsets, values, probs, (int)k, positions, (int)V);
+    lpe_dist_save(&d, r.out);
+    show_one(&d, r.out);
     lpe_dist_free(&d);
     free(offsets);
     free(values);

@@ -77,203 +77,227 @@ static void json_str(const char *s) {
     putchar('"');
 }
 
-int lpe_cmd_forward(int argc, char **argv) {
-    const char *model_path = NULL, *tokens_s = NULL, *dist_path = NULL, *dist_name = NULL;
-    const char *backend = "cpu";
-    long long target = -1, top = 10;
-    int has_target = 0, want_logits = 0, want_grad_dump = 0;
+/* The command's options and what it computed: shared by the steps below. */
+typedef struct {
+    const char *model_path, *tokens_s, *dist_path, *dist_name, *backend;
+    long long target, top;
+    int has_target, want_logits, want_grad_dump;
+    int k, V, D, have_dist;
+    int32_t *tok;     /* [k] */
+    lpe_model m;
+    lpe_dist d;
+    lpe_backend *be;
+    int32_t am;
+    float tl, ml;
+    float *act;       /* [D] */
+    float *logits;    /* [V] */
+} fwd;
+
+/* Options into f; returns -1 to go on, else the exit code (help, unknown option). */
+static int parse_args(fwd *f, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDV()                                                                                  \
-    do {                                                                                         \
-        if (!v) lpe_fail_input("forward: %s needs a value", a);                                 \
-        i++;                                                                                     \
-    } while (0)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--model")) {
-            NEEDV();
-            model_path = v;
+            f->model_path = lpe_arg_value(argc, argv, &i, "forward");
         } else if (!strcmp(a, "--tokens")) {
-            NEEDV();
-            tokens_s = v;
+            f->tokens_s = lpe_arg_value(argc, argv, &i, "forward");
         } else if (!strcmp(a, "--target")) {
-            NEEDV();
-            target = lpe_parse_ll(v, "--target");
-            has_target = 1;
+            f->target = lpe_parse_ll(lpe_arg_value(argc, argv, &i, "forward"), "--target");
+            f->has_target = 1;
         } else if (!strcmp(a, "--top")) {
-            NEEDV();
-            top = lpe_parse_ll(v, "--top");
-            if (top < 0) lpe_fail_input("forward: --top %lld must be >= 0", top);
+            f->top = lpe_parse_ll(lpe_arg_value(argc, argv, &i, "forward"), "--top");
+            if (f->top < 0) lpe_fail_input("forward: --top %lld must be >= 0", f->top);
         } else if (!strcmp(a, "--dist")) {
-            NEEDV();
-            dist_path = v;
+            f->dist_path = lpe_arg_value(argc, argv, &i, "forward");
         } else if (!strcmp(a, "--dist-name")) {
-            NEEDV();
-            dist_name = v;
+            f->dist_name = lpe_arg_value(argc, argv, &i, "forward");
         } else if (!strcmp(a, "--backend")) {
-            NEEDV();
-            backend = v;
+            f->backend = lpe_arg_value(argc, argv, &i, "forward");
         } else if (!strcmp(a, "--logits")) {
-            want_logits = 1;
+            f->want_logits = 1;
         } else if (!strcmp(a, "--grad")) {
-            want_grad_dump = 1;
+            f->want_grad_dump = 1;
         } else {
             fprintf(stderr, "lpe forward: unknown option '%s'\n", a);
             usage(stderr);
             return LPE_EXIT_INPUT;
         }
-#undef NEEDV
     }
-    if (!model_path || !tokens_s) {
+    if (!f->model_path || !f->tokens_s) {
         usage(stderr);
         lpe_fail_input("forward: --model and --tokens are required");
     }
-    if (dist_name && !dist_path) lpe_fail_input("forward: --dist-name needs --dist");
-    if (dist_path && !has_target) lpe_fail_input("forward: --dist (gradient scores) needs --target");
-    if (want_grad_dump && !has_target) lpe_fail_input("forward: --grad needs --target");
+    if (f->dist_name && !f->dist_path) lpe_fail_input("forward: --dist-name needs --dist");
+    if (f->dist_path && !f->has_target) lpe_fail_input("forward: --dist (gradient scores) needs --target");
+    if (f->want_grad_dump && !f->has_target) lpe_fail_input("forward: --grad needs --target");
+    return -1;
+}
 
-    int k;
-    int32_t *tok = parse_tokens(tokens_s, &k); /* [k] */
-    lpe_model m;
-    lpe_model_load(&m, model_path);
-    int V = m.cfg.d_vocab, D = m.cfg.d_model;
-    if (k > m.cfg.n_ctx)
-        lpe_fail_input("forward: %d tokens, the model's context is n_ctx = %d", k, m.cfg.n_ctx);
+/* Tokens, model and distribution, each checked against the others. */
+static void load_inputs(fwd *f) {
+    f->tok = parse_tokens(f->tokens_s, &f->k);
+    lpe_model_load(&f->m, f->model_path);
+    const int V = f->V = f->m.cfg.d_vocab, k = f->k;
+    f->D = f->m.cfg.d_model;
+    if (k > f->m.cfg.n_ctx)
+        lpe_fail_input("forward: %d tokens, the model's context is n_ctx = %d", k, f->m.cfg.n_ctx);
     for (int j = 0; j < k; j++)
-        if (tok[j] < 0 || tok[j] >= V)
+        if (f->tok[j] < 0 || f->tok[j] >= V)
             lpe_fail_input("forward: --tokens: id %d at position %d is outside the vocabulary "
                            "[0, %d)",
-                           (int)tok[j], j, V);
-    if (has_target && (target < 0 || target >= V))
-        lpe_fail_input("forward: --target %lld is outside the vocabulary [0, %d)", target, V);
-
-    lpe_dist d;
-    int have_dist = 0;
-    if (dist_path) {
-        char *chosen = NULL;
-        if (!dist_name) {
-            int n;
-            char **names = lpe_dist_names(dist_path, &n);
-            if (n != 1)
-                lpe_fail_input("forward: %s holds %d distributions; name one with --dist-name",
-                               dist_path, n);
-            chosen = names[0];
-            free(names);
-        }
-        lpe_dist_load(&d, dist_path, dist_name ? dist_name : chosen, V);
-        free(chosen);
-        have_dist = 1;
-        if (d.k != k)
-            lpe_fail_input("forward: distribution '%s' has %d positions, --tokens has %d", d.name,
-                           d.k, k);
+                           (int)f->tok[j], j, V);
+    if (f->has_target && (f->target < 0 || f->target >= V))
+        lpe_fail_input("forward: --target %lld is outside the vocabulary [0, %d)", f->target, V);
+    if (!f->dist_path) return;
+    char *chosen = NULL;
+    if (!f->dist_name) {
+        int n;
+        char **names = lpe_dist_names(f->dist_path, &n);
+        if (n != 1)
+            lpe_fail_input("forward: %s holds %d distributions; name one with --dist-name",
+                           f->dist_path, n);
+        chosen = names[0];
+        free(names);
     }
+    lpe_dist_load(&f->d, f->dist_path, f->dist_name ? f->dist_name : chosen, V);
+    free(chosen);
+    f->have_dist = 1;
+    if (f->d.k != k)
+        lpe_fail_input("forward: distribution '%s' has %d positions, --tokens has %d", f->d.name,
+                       f->d.k, k);
+}
 
-    lpe_backend *be = lpe_backend_create(backend, &m, 1, k, has_target ? LPE_BE_GRAD : 0);
-    be->load_tokens(be, tok, 1);
-    int32_t am, t32 = (int32_t)target;
-    float tl = NAN, ml;
-    float *act = lpe_calloc((size_t)D, sizeof *act);  /* [D] */
-    float *logits = lpe_calloc((size_t)V, sizeof *logits); /* [V] */
-    lpe_fwd_out out = {.argmax = &am, .target_logit = has_target ? &tl : NULL, .max_logit = &ml,
-                       .act = act};
-    be->forward(be, &out, has_target ? &t32 : NULL, 1, has_target);
-    if (be->get_logits) {
-        be->get_logits(be, logits, 1);
+/* The forward pass (and backward with a target) on a backend of one row; all V logits. */
+static void evaluate(fwd *f) {
+    const int V = f->V, D = f->D;
+    f->be = lpe_backend_create(f->backend, &f->m, 1, f->k, f->has_target ? LPE_BE_GRAD : 0);
+    f->be->load_tokens(f->be, f->tok, 1);
+    int32_t t32 = (int32_t)f->target;
+    f->tl = NAN;
+    f->act = lpe_calloc((size_t)D, sizeof *f->act);
+    f->logits = lpe_calloc((size_t)V, sizeof *f->logits);
+    lpe_fwd_out out = {.argmax = &f->am, .target_logit = f->has_target ? &f->tl : NULL,
+                       .max_logit = &f->ml, .act = f->act};
+    f->be->forward(f->be, &out, f->has_target ? &t32 : NULL, 1, f->has_target);
+    if (f->be->get_logits) {
+        f->be->get_logits(f->be, f->logits, 1);
     } else { /* a backend without the hook: the unembedding of its final activation */
         for (int v = 0; v < V; v++) {
-            double s = m.b_U ? m.b_U[v] : 0;
-            for (int e = 0; e < D; e++) s += (double)act[e] * m.W_U[(size_t)e * V + v];
-            logits[v] = (float)s;
+            double s = f->m.b_U ? f->m.b_U[v] : 0;
+            for (int e = 0; e < D; e++) s += (double)f->act[e] * f->m.W_U[(size_t)e * V + v];
+            f->logits[v] = (float)s;
         }
     }
+}
 
+/* model, backend, tokens, argmax, max logit, the top N logits (and all of them on demand) */
+static void print_head(const fwd *f) {
+    const int V = f->V;
     printf("{\n  \"model\": ");
-    json_str(model_path);
-    printf(",\n  \"backend\": \"%s\",\n  \"device\": ", be->name);
-    json_str(be->device);
+    json_str(f->model_path);
+    printf(",\n  \"backend\": \"%s\",\n  \"device\": ", f->be->name);
+    json_str(f->be->device);
     printf(",\n  \"tokens\": [");
-    for (int j = 0; j < k; j++) printf("%s%d", j ? ", " : "", (int)tok[j]);
-    printf("],\n  \"argmax\": %d,\n  \"max_logit\": %.9g,\n  \"top\": [", (int)am, ml);
+    for (int j = 0; j < f->k; j++) printf("%s%d", j ? ", " : "", (int)f->tok[j]);
+    printf("],\n  \"argmax\": %d,\n  \"max_logit\": %.9g,\n  \"top\": [", (int)f->am, f->ml);
     /* top N by selection: repeatedly the largest logit not yet taken (ties: lower id) */
-    int ntop = top < V ? (int)top : V;
+    int ntop = f->top < V ? (int)f->top : V;
     uint8_t *taken = lpe_calloc((size_t)V, 1);
     for (int r = 0; r < ntop; r++) {
         int best = -1;
         for (int v = 0; v < V; v++)
-            if (!taken[v] && (best < 0 || logits[v] > logits[best])) best = v;
+            if (!taken[v] && (best < 0 || f->logits[v] > f->logits[best])) best = v;
         taken[best] = 1;
-        printf("%s\n    {\"id\": %d, \"logit\": %.9g", r ? "," : "", best, logits[best]);
-        json_token_text(&m, best);
+        printf("%s\n    {\"id\": %d, \"logit\": %.9g", r ? "," : "", best, f->logits[best]);
+        json_token_text(&f->m, best);
         putchar('}');
     }
     free(taken);
     printf("%s]", ntop ? "\n  " : "");
-    if (want_logits) {
+    if (f->want_logits) {
         printf(",\n  \"logits\": [");
-        for (int v = 0; v < V; v++) printf("%s%.9g", v ? ", " : "", logits[v]);
+        for (int v = 0; v < V; v++) printf("%s%.9g", v ? ", " : "", f->logits[v]);
         putchar(']');
     }
-    if (has_target) {
-        printf(",\n  \"target\": %d,\n  \"target_logit\": %.9g", (int)target, tl);
-        if (have_dist) {
-            printf(",\n  \"distribution\": ");
-            json_str(d.name);
-            int nmax = 0;
-            be->use_dist(be, &d);
-            for (int j = 0; j < k; j++)
-                if (lpe_dist_support(&d, j) > nmax) nmax = lpe_dist_support(&d, j);
-            float *sc = lpe_calloc((size_t)nmax, sizeof *sc); /* [n_j] */
-            printf(",\n  \"support\": [");
-            for (int j = 0; j < k; j++) {
-                const int32_t *vals = d.values + d.offsets[d.positions[j]];
-                printf("%s\n    [", j ? "," : "");
-                for (int s = 0; s < lpe_dist_support(&d, j); s++) printf("%s%d", s ? ", " : "", vals[s]);
-                putchar(']');
-            }
-            printf("\n  ],\n  \"scores\": [");
-            for (int j = 0; j < k; j++) {
-                int32_t pos = j;
-                be->scores_at(be, sc, nmax, &pos, LPE_BUF_BATCH, 1);
-                printf("%s\n    [", j ? "," : "");
-                for (int s = 0; s < lpe_dist_support(&d, j); s++) printf("%s%.9g", s ? ", " : "", sc[s]);
-                putchar(']');
-            }
-            printf("\n  ]");
-            free(sc);
-        }
-        if (be->get_grad) {
-            float *g = lpe_calloc((size_t)k * D, sizeof *g); /* [k, D] */
-            be->get_grad(be, g, LPE_BUF_BATCH, 1);
-            printf(",\n  \"grad_norms\": [");
-            for (int j = 0; j < k; j++) {
-                double s = 0;
-                for (int e = 0; e < D; e++) s += (double)g[(size_t)j * D + e] * g[(size_t)j * D + e];
-                printf("%s%.9g", j ? ", " : "", sqrt(s));
-            }
+}
+
+/* the distribution's supports and the gradient scores g_j(y) over them */
+static void print_scores(fwd *f) {
+    const lpe_dist *d = &f->d;
+    const int k = f->k;
+    printf(",\n  \"distribution\": ");
+    json_str(d->name);
+    int nmax = 0;
+    f->be->use_dist(f->be, d);
+    for (int j = 0; j < k; j++)
+        if (lpe_dist_support(d, j) > nmax) nmax = lpe_dist_support(d, j);
+    float *sc = lpe_calloc((size_t)nmax, sizeof *sc); /* [n_j] */
+    printf(",\n  \"support\": [");
+    for (int j = 0; j < k; j++) {
+        const int32_t *vals = d->values + d->offsets[d->positions[j]];
+        printf("%s\n    [", j ? "," : "");
+        for (int s = 0; s < lpe_dist_support(d, j); s++) printf("%s%d", s ? ", " : "", vals[s]);
+        putchar(']');
+    }
+    printf("\n  ],\n  \"scores\": [");
+    for (int j = 0; j < k; j++) {
+        int32_t pos = j;
+        f->be->scores_at(f->be, sc, nmax, &pos, LPE_BUF_BATCH, 1);
+        printf("%s\n    [", j ? "," : "");
+        for (int s = 0; s < lpe_dist_support(d, j); s++) printf("%s%.9g", s ? ", " : "", sc[s]);
+        putchar(']');
+    }
+    printf("\n  ]");
+    free(sc);
+}
+
+/* per-position norms of ds/dr0 (and the whole gradient on demand) */
+static void print_grad(const fwd *f) {
+    const int k = f->k, D = f->D;
+    float *g = lpe_calloc((size_t)k * D, sizeof *g); /* [k, D] */
+    f->be->get_grad(f->be, g, LPE_BUF_BATCH, 1);
+    printf(",\n  \"grad_norms\": [");
+    for (int j = 0; j < k; j++) {
+        double s = 0;
+        for (int e = 0; e < D; e++) s += (double)g[(size_t)j * D + e] * g[(size_t)j * D + e];
+        printf("%s%.9g", j ? ", " : "", sqrt(s));
+    }
+    putchar(']');
+    if (f->want_grad_dump) {
+        printf(",\n  \"grad\": [");
+        for (int j = 0; j < k; j++) {
+            printf("%s\n    [", j ? "," : "");
+            for (int e = 0; e < D; e++) printf("%s%.9g", e ? ", " : "", g[(size_t)j * D + e]);
             putchar(']');
-            if (want_grad_dump) {
-                printf(",\n  \"grad\": [");
-                for (int j = 0; j < k; j++) {
-                    printf("%s\n    [", j ? "," : "");
-                    for (int e = 0; e < D; e++) printf("%s%.9g", e ? ", " : "", g[(size_t)j * D + e]);
-                    putchar(']');
-                }
-                printf("\n  ]");
-            }
-            free(g);
         }
+        printf("\n  ]");
+    }
+    free(g);
+}
+
+int lpe_cmd_forward(int argc, char **argv) {
+    fwd f = {.backend = "cpu", .target = -1, .top = 10};
+    int rc = parse_args(&f, argc, argv);
+    if (rc >= 0) return rc;
+    load_inputs(&f);
+    evaluate(&f);
+    print_head(&f);
+    if (f.has_target) {
+        printf(",\n  \"target\": %d,\n  \"target_logit\": %.9g", (int)f.target, f.tl);
+        if (f.have_dist) print_scores(&f);
+        if (f.be->get_grad) print_grad(&f);
     }
     printf("\n}\n");
     fflush(stdout);
 
-    lpe_backend_destroy(be);
-    if (have_dist) lpe_dist_free(&d);
-    free(act);
-    free(logits);
-    free(tok);
-    lpe_model_free(&m);
+    lpe_backend_destroy(f.be);
+    if (f.have_dist) lpe_dist_free(&f.d);
+    free(f.act);
+    free(f.logits);
+    free(f.tok);
+    lpe_model_free(&f.m);
     return 0;
 }

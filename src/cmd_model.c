@@ -43,8 +43,8 @@ static int model_init(int argc, char **argv) {
     int force = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDV() do { if (!v) lpe_fail_input("model init: %s needs a value", a); i++; } while (0)
+        const char *v = NULL;
+#define NEEDV() (v = lpe_arg_value(argc, argv, &i, "model init"))
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--out")) { NEEDV(); out = v; }
         else if (!strcmp(a, "--preset")) { NEEDV(); preset(&c, v); }

@@ -108,214 +108,258 @@ static void csv_row(const lpe_eval_file *f, const char *dist, const char *method
            lpe_zero_rule_name(f->rule));
 }
 
-int lpe_cmd_report(int argc, char **argv) {
-    const char *format = "markdown";
-    metric met = M_FITTED;
-    lpe_zero_rule rule = LPE_ZERO_CONST;
-    const char **paths = lpe_calloc((size_t)argc + 1, sizeof *paths);
-    int NF = 0;
+/* A report being made: options, the files, and the union of their method names. */
+typedef struct {
+    const char *format;
+    metric met;
+    lpe_zero_rule rule;
+    const char **paths; /* [NF] */
+    int NF;
+    lpe_eval_file *F;   /* [NF] */
+    char **names;       /* [n_names] method names, canonical order */
+    int n_names, cap;
+} report;
+
+/* Options and paths into rp; returns -1 to go on, else the exit code (help, bad usage). */
+static int parse_args(report *rp, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
-            free(paths);
             return LPE_EXIT_OK;
         } else if (!strcmp(a, "--format") || !strcmp(a, "--metric") || !strcmp(a, "--zero")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "lpe report: %s needs a value\n", a);
-                free(paths);
                 return LPE_EXIT_INPUT;
             }
             const char *v = argv[++i];
             int ok = 1;
             if (!strcmp(a, "--format")) {
                 ok = !strcmp(v, "markdown") || !strcmp(v, "csv");
-                format = v;
+                rp->format = v;
             } else if (!strcmp(a, "--metric")) {
-                if (!strcmp(v, "fitted")) met = M_FITTED;
-                else if (!strcmp(v, "unfitted")) met = M_UNFITTED;
-                else if (!strcmp(v, "logsq")) met = M_LOGSQ;
-                else if (!strcmp(v, "cv")) met = M_CV;
+                if (!strcmp(v, "fitted")) rp->met = M_FITTED;
+                else if (!strcmp(v, "unfitted")) rp->met = M_UNFITTED;
+                else if (!strcmp(v, "logsq")) rp->met = M_LOGSQ;
+                else if (!strcmp(v, "cv")) rp->met = M_CV;
                 else ok = 0;
             } else {
-                ok = lpe_zero_rule_parse(&rule, v) == 0;
+                ok = lpe_zero_rule_parse(&rp->rule, v) == 0;
             }
             if (!ok) {
                 fprintf(stderr, "lpe report: bad value '%s' for %s\n\n", v, a);
                 usage(stderr);
-                free(paths);
                 return LPE_EXIT_INPUT;
             }
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "lpe report: unknown option '%s'\n\n", a);
             usage(stderr);
-            free(paths);
             return LPE_EXIT_INPUT;
         } else {
-            paths[NF++] = a;
+            rp->paths[rp->NF++] = a;
         }
     }
-    if (NF == 0) {
+    if (rp->NF == 0) {
         fprintf(stderr, "lpe report: no results file given\n\n");
         usage(stderr);
-        free(paths);
         return LPE_EXIT_INPUT;
     }
+    return -1;
+}
 
-    lpe_eval_file *F = lpe_calloc((size_t)NF, sizeof *F); /* [NF] */
-    int n_names = 0, cap = 0;
-    for (int i = 0; i < NF; i++) {
-        hid_t h = lpe_h5_open_read(paths[i]);
-        lpe_eval_load(&F[i], h, paths[i], rule);
+static void load_files(report *rp) {
+    rp->F = lpe_calloc((size_t)rp->NF, sizeof *rp->F);
+    for (int i = 0; i < rp->NF; i++) {
+        lpe_eval_file *f = &rp->F[i];
+        hid_t h = lpe_h5_open_read(rp->paths[i]);
+        lpe_eval_load(f, h, rp->paths[i], rp->rule);
         lpe_h5_close(h);
-        if (F[i].n_no_truth)
+        if (f->n_no_truth)
             fprintf(stderr, "lpe report: %s: %d distribution(s) without ground truth skipped\n",
-                    paths[i], F[i].n_no_truth);
-        if (F[i].n_dists == 0)
+                    rp->paths[i], f->n_no_truth);
+        if (f->n_dists == 0)
             lpe_fail_input("%s: no distribution with targets and true_prob (not a results file "
-                           "with ground truth?)", paths[i]);
-        cap += F[i].n_means;
+                           "with ground truth?)", rp->paths[i]);
+        rp->cap += f->n_means;
     }
-    /* Files of one model whose distributions are disjoint are one column: the paper's protocol
-     * runs one file per (model, distribution) when the tuned parameters differ per distribution.
-     * Overlapping files of one model stay apart (two runs to compare). */
+}
+
+/* Files of one model whose distributions are disjoint are one column: the paper's protocol
+ * runs one file per (model, distribution) when the tuned parameters differ per distribution.
+ * Overlapping files of one model stay apart (two runs to compare). Returns files merged away. */
+static int merge_into(lpe_eval_file *F, int NF, int i) {
+    int n_in = 1;
+    for (int j = i + 1; j < NF; j++) {
+        if (!F[j].n_dists || strcmp(F[i].label, F[j].label)) continue;
+        int overlap = 0;
+        for (int a = 0; a < F[i].n_dists && !overlap; a++)
+            for (int b = 0; b < F[j].n_dists && !overlap; b++)
+                overlap = !strcmp(F[i].d[a].name, F[j].d[b].name);
+        if (overlap) continue;
+        F[i].d = lpe_realloc(F[i].d, (size_t)(F[i].n_dists + F[j].n_dists) * sizeof *F[i].d);
+        memcpy(F[i].d + F[i].n_dists, F[j].d, (size_t)F[j].n_dists * sizeof *F[j].d);
+        F[i].n_dists += F[j].n_dists;
+        F[j].n_dists = 0; /* its distributions now belong to F[i] */
+        free(F[j].d);
+        F[j].d = NULL;
+        n_in++;
+    }
+    if (n_in > 1) {
+        lpe_eval_means(&F[i]);
+        char tmp[sizeof F[i].path];
+        snprintf(tmp, sizeof tmp, "%.900s and %d more files", F[i].path, n_in - 1);
+        memcpy(F[i].path, tmp, sizeof tmp);
+    }
+    return n_in - 1;
+}
+
+/* Merge files into columns; label the columns of one model apart by their files' names. */
+static void make_columns(report *rp) {
+    lpe_eval_file *F = rp->F;
     int n_merged = 0;
-    for (int i = 0; i < NF; i++) {
-        int n_in = 1;
-        for (int j = i + 1; j < NF; j++) {
-            if (!F[j].n_dists || strcmp(F[i].label, F[j].label)) continue;
-            int overlap = 0;
-            for (int a = 0; a < F[i].n_dists && !overlap; a++)
-                for (int b = 0; b < F[j].n_dists && !overlap; b++)
-                    overlap = !strcmp(F[i].d[a].name, F[j].d[b].name);
-            if (overlap) continue;
-            F[i].d = lpe_realloc(F[i].d, (size_t)(F[i].n_dists + F[j].n_dists) * sizeof *F[i].d);
-            memcpy(F[i].d + F[i].n_dists, F[j].d, (size_t)F[j].n_dists * sizeof *F[j].d);
-            F[i].n_dists += F[j].n_dists;
-            F[j].n_dists = 0; /* its distributions now belong to F[i] */
-            free(F[j].d);
-            F[j].d = NULL;
-            n_in++;
-        }
-        if (n_in > 1) {
-            lpe_eval_means(&F[i]);
-            char tmp[sizeof F[i].path];
-            snprintf(tmp, sizeof tmp, "%.900s and %d more files", F[i].path, n_in - 1);
-            memcpy(F[i].path, tmp, sizeof tmp);
-            n_merged += n_in - 1;
-        }
-    }
+    for (int i = 0; i < rp->NF; i++) n_merged += merge_into(F, rp->NF, i);
     if (n_merged) {
         int w = 0;
-        for (int i = 0; i < NF; i++) {
+        for (int i = 0; i < rp->NF; i++) {
             if (F[i].n_dists) {
-                if (w != i) paths[w] = paths[i];
+                if (w != i) rp->paths[w] = rp->paths[i];
                 F[w++] = F[i];
             } else {
                 lpe_eval_free(&F[i]);
             }
         }
-        NF = w;
+        rp->NF = w;
     }
+    const int NF = rp->NF;
     int *dup = lpe_calloc((size_t)NF, sizeof *dup); /* equal labels (two runs of one model) */
     for (int i = 0; i < NF; i++)
         for (int j = 0; j < NF; j++) dup[i] |= i != j && !strcmp(F[i].label, F[j].label);
     for (int i = 0; i < NF; i++)
         if (dup[i]) { /* add the file's name */
             char tmp[sizeof F[i].label];
-            const char *s = strrchr(paths[i], '/');
-            snprintf(tmp, sizeof tmp, "%.120s:%.120s", F[i].label, s ? s + 1 : paths[i]);
+            const char *s = strrchr(rp->paths[i], '/');
+            snprintf(tmp, sizeof tmp, "%.120s:%.120s", F[i].label, s ? s + 1 : rp->paths[i]);
             memcpy(F[i].label, tmp, sizeof tmp);
         }
     free(dup);
-    char **names = lpe_calloc((size_t)cap + 1, sizeof *names); /* union of method names */
-    for (int i = 0; i < NF; i++)
-        for (int k = 0; k < F[i].n_means; k++) {
-            int j = 0;
-            while (j < n_names && strcmp(names[j], F[i].means[k].name)) j++;
-            if (j == n_names) names[n_names++] = F[i].means[k].name;
-        }
-    qsort(names, (size_t)n_names, sizeof *names, cmp_name);
+}
 
-    char cell[64];
-    if (!strcmp(format, "csv")) {
-        printf("model,file,distribution,method,n,n_zero,fitted,unfitted,logsq,cv,a,b,c0,zero_rule\n");
-        for (int i = 0; i < NF; i++) {
-            for (int d = 0; d < F[i].n_dists; d++)
-                for (int j = 0; j < F[i].d[d].n_methods; j++) {
-                    const lpe_eval_method *m = &F[i].d[d].m[j];
-                    csv_row(&F[i], F[i].d[d].name, m->name, m->s.n, m->s.n_zero, m->s.fitted,
-                            m->s.unfitted, m->s.logsq, m->s.cv, m->s.a, m->s.b, m->s.c0);
-                }
-            for (int k = 0; k < F[i].n_means; k++) {
-                const lpe_eval_mean *e = &F[i].means[k];
-                csv_row(&F[i], "(mean)", e->name, e->n_dists, 0, e->fitted, e->unfitted, e->logsq,
-                        e->cv, NAN, NAN, NAN);
-            }
+/* The union of method names over the files, sorted (canonical order). */
+static void method_names(report *rp) {
+    rp->names = lpe_calloc((size_t)rp->cap + 1, sizeof *rp->names);
+    for (int i = 0; i < rp->NF; i++)
+        for (int k = 0; k < rp->F[i].n_means; k++) {
+            int j = 0;
+            while (j < rp->n_names && strcmp(rp->names[j], rp->F[i].means[k].name)) j++;
+            if (j == rp->n_names) rp->names[rp->n_names++] = rp->F[i].means[k].name;
         }
-    } else {
-        printf("## Mean over distributions: %s\n\n", metric_title(met));
-        printf("Zero rule: %s. Lower is better; `const` (the optimal constant) and `naive` are the "
-               "baselines.\n\n", lpe_zero_rule_name(rule));
-        printf("| method |");
-        for (int i = 0; i < NF; i++) printf(" %s |", F[i].label);
-        printf("\n|---|");
-        for (int i = 0; i < NF; i++) printf("---:|");
-        printf("\n");
-        int partial = 0;
-        for (int j = 0; j < n_names; j++) {
-            printf("| %s |", names[j]);
-            for (int i = 0; i < NF; i++) {
-                const lpe_eval_mean *e = find_mean(&F[i], names[j]);
-                if (!e) {
-                    printf(" - |");
-                    continue;
-                }
-                fmt(cell, sizeof cell, pick_mean(e, met));
-                int part = e->n_dists < F[i].n_dists;
-                partial |= part;
-                if (part) printf(" %s (%d/%d) |", cell, e->n_dists, F[i].n_dists);
-                else printf(" %s |", cell);
+    qsort(rp->names, (size_t)rp->n_names, sizeof *rp->names, cmp_name);
+}
+
+static void print_csv(const report *rp) {
+    printf("model,file,distribution,method,n,n_zero,fitted,unfitted,logsq,cv,a,b,c0,zero_rule\n");
+    for (int i = 0; i < rp->NF; i++) {
+        const lpe_eval_file *f = &rp->F[i];
+        for (int d = 0; d < f->n_dists; d++)
+            for (int j = 0; j < f->d[d].n_methods; j++) {
+                const lpe_eval_method *m = &f->d[d].m[j];
+                csv_row(f, f->d[d].name, m->name, m->s.n, m->s.n_zero, m->s.fitted, m->s.unfitted,
+                        m->s.logsq, m->s.cv, m->s.a, m->s.b, m->s.c0);
             }
-            printf("\n");
-        }
-        if (partial) printf("\n(k/N): mean over the k of N distributions where the method ran.\n");
-        for (int i = 0; i < NF; i++) {
-            const lpe_eval_file *f = &F[i];
-            printf("\n## %s (%s): per distribution\n\n| method |", f->label, f->path);
-            for (int d = 0; d < f->n_dists; d++) printf(" %s |", f->d[d].name);
-            printf(" mean |\n|---|");
-            for (int d = 0; d <= f->n_dists; d++) printf("---:|");
-            printf("\n");
-            int any_zero = 0;
-            for (int j = 0; j < n_names; j++) {
-                const lpe_eval_mean *e = find_mean(f, names[j]);
-                if (!e) continue;
-                printf("| %s |", names[j]);
-                for (int d = 0; d < f->n_dists; d++) {
-                    const lpe_eval_method *m = find_method(&f->d[d], names[j]);
-                    if (!m) {
-                        printf(" - |");
-                        continue;
-                    }
-                    fmt(cell, sizeof cell, pick_score(&m->s, met));
-                    int z = m->s.n_zero > 0 && strcmp(names[j], "const") != 0;
-                    any_zero |= z;
-                    printf(" %s%s |", cell, z ? "*" : "");
-                }
-                fmt(cell, sizeof cell, pick_mean(e, met));
-                printf(" %s |\n", cell);
-            }
-            printf("\nTargets per distribution:");
-            for (int d = 0; d < f->n_dists; d++) printf(" %s %d%s", f->d[d].name, f->d[d].T,
-                                                        d + 1 < f->n_dists ? "," : ".");
-            printf("\n");
-            if (any_zero) printf("*: some estimates were 0 (zero rule %s).\n", lpe_zero_rule_name(rule));
+        for (int k = 0; k < f->n_means; k++) {
+            const lpe_eval_mean *e = &f->means[k];
+            csv_row(f, "(mean)", e->name, e->n_dists, 0, e->fitted, e->unfitted, e->logsq, e->cv,
+                    NAN, NAN, NAN);
         }
     }
-    for (int i = 0; i < NF; i++) lpe_eval_free(&F[i]);
-    free(F);
-    free(names);
-    free(paths);
+}
+
+/* Table 1: methods as rows, models as columns, the mean over distributions. */
+static void print_headline(const report *rp) {
+    char cell[64];
+    printf("## Mean over distributions: %s\n\n", metric_title(rp->met));
+    printf("Zero rule: %s. Lower is better; `const` (the optimal constant) and `naive` are the "
+           "baselines.\n\n", lpe_zero_rule_name(rp->rule));
+    printf("| method |");
+    for (int i = 0; i < rp->NF; i++) printf(" %s |", rp->F[i].label);
+    printf("\n|---|");
+    for (int i = 0; i < rp->NF; i++) printf("---:|");
+    printf("\n");
+    int partial = 0;
+    for (int j = 0; j < rp->n_names; j++) {
+        printf("| %s |", rp->names[j]);
+        for (int i = 0; i < rp->NF; i++) {
+            const lpe_eval_mean *e = find_mean(&rp->F[i], rp->names[j]);
+            if (!e) {
+                printf(" - |");
+                continue;
+            }
+            fmt(cell, sizeof cell, pick_mean(e, rp->met));
+            int part = e->n_dists < rp->F[i].n_dists;
+            partial |= part;
+            if (part) printf(" %s (%d/%d) |", cell, e->n_dists, rp->F[i].n_dists);
+            else printf(" %s |", cell);
+        }
+        printf("\n");
+    }
+    if (partial) printf("\n(k/N): mean over the k of N distributions where the method ran.\n");
+}
+
+/* Table 2 for file f: methods as rows, distributions as columns, plus their mean. */
+static void print_per_model(const report *rp, const lpe_eval_file *f) {
+    char cell[64];
+    printf("\n## %s (%s): per distribution\n\n| method |", f->label, f->path);
+    for (int d = 0; d < f->n_dists; d++) printf(" %s |", f->d[d].name);
+    printf(" mean |\n|---|");
+    for (int d = 0; d <= f->n_dists; d++) printf("---:|");
+    printf("\n");
+    int any_zero = 0;
+    for (int j = 0; j < rp->n_names; j++) {
+        const char *name = rp->names[j];
+        const lpe_eval_mean *e = find_mean(f, name);
+        if (!e) continue;
+        printf("| %s |", name);
+        for (int d = 0; d < f->n_dists; d++) {
+            const lpe_eval_method *m = find_method(&f->d[d], name);
+            if (!m) {
+                printf(" - |");
+                continue;
+            }
+            fmt(cell, sizeof cell, pick_score(&m->s, rp->met));
+            int z = m->s.n_zero > 0 && strcmp(name, "const") != 0;
+            any_zero |= z;
+            printf(" %s%s |", cell, z ? "*" : "");
+        }
+        fmt(cell, sizeof cell, pick_mean(e, rp->met));
+        printf(" %s |\n", cell);
+    }
+    printf("\nTargets per distribution:");
+    for (int d = 0; d < f->n_dists; d++)
+        printf(" %s %d%s", f->d[d].name, f->d[d].T, d + 1 < f->n_dists ? "," : ".");
+    printf("\n");
+    if (any_zero) printf("*: some estimates were 0 (zero rule %s).\n", lpe_zero_rule_name(rp->rule));
+}
+
+int lpe_cmd_report(int argc, char **argv) {
+    report rp = {.format = "markdown", .met = M_FITTED, .rule = LPE_ZERO_CONST};
+    rp.paths = lpe_calloc((size_t)argc + 1, sizeof *rp.paths);
+    int rc = parse_args(&rp, argc, argv);
+    if (rc >= 0) {
+        free(rp.paths);
+        return rc;
+    }
+    load_files(&rp);
+    make_columns(&rp);
+    method_names(&rp);
+    if (!strcmp(rp.format, "csv")) {
+        print_csv(&rp);
+    } else {
+        print_headline(&rp);
+        for (int i = 0; i < rp.NF; i++) print_per_model(&rp, &rp.F[i]);
+    }
+    for (int i = 0; i < rp.NF; i++) lpe_eval_free(&rp.F[i]);
+    free(rp.F);
+    free(rp.names);
+    free(rp.paths);
     return LPE_EXIT_OK;
 }

@@ -145,6 +145,11 @@ void lpe_progress_end(lpe_progress *p) {
     p->active = 0;
 }
 
+const char *lpe_arg_value(int argc, char **argv, int *i, const char *cmd) {
+    if (*i + 1 >= argc) lpe_fail_input("%s: %s needs a value", cmd, argv[*i]);
+    return argv[++*i];
+}
+
 long long lpe_parse_ll(const char *s, const char *what) {
     char *end;
     errno = 0;

@@ -400,19 +400,14 @@ static void add_override(lpe_config *c, lpe_method_cfg *mc, const char *path, co
     if (lpe_param_count(&mc->params, o.key) > 1)
         lpe_fail_input("%s:%d: [%s] %s: %s is swept in this section; a swept key cannot also have "
                        "per-distribution values", path, line, section, key, o.key);
+    for (int i = 0; i < probe.n; i++)
+        if (!strcmp(probe.spec[i]->key, o.key)) o.val = probe.val[i];
     mc->over = lpe_realloc(mc->over, (size_t)(mc->n_over + 1) * sizeof *mc->over);
     mc->over[mc->n_over++] = o;
 }
 
-void lpe_config_load(lpe_config *c, const char *path, const char *output_override) {
-    memset(c, 0, sizeof *c);
-    snprintf(c->ini_path, sizeof c->ini_path, "%s", path);
-    const char *slash = strrchr(path, '/');
-    if (slash)
-        snprintf(c->ini_dir, sizeof c->ini_dir, "%.*s", (int)(slash - path), path);
-    if (slash == path) snprintf(c->ini_dir, sizeof c->ini_dir, "/");
-
-    /* the text, verbatim */
+/* The file's text, verbatim, into c->text; returns its length. */
+static size_t read_text(lpe_config *c, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) lpe_fail_input("%s: cannot open the experiment file", path);
     size_t cap = 4096, len = 0, r;
@@ -427,27 +422,33 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
     fclose(f);
     c->text[len] = 0;
     if (strlen(c->text) != len) lpe_fail_input("%s: not a text file (contains NUL bytes)", path);
+    return len;
+}
 
-    collector col = {.path = path, .text = c->text, .len = len};
-    int err = ini_parse_stream(reader, &col, handler, &col);
-    if (col.too_long && (err <= 0 || col.too_long <= err))
+/* Every key = value and section header of the text, with lines, into col. */
+static void collect(collector *col, const lpe_config *c, const char *path, size_t len) {
+    *col = (collector){.path = path, .text = c->text, .len = len};
+    int err = ini_parse_stream(reader, col, handler, col);
+    if (col->too_long && (err <= 0 || col->too_long <= err))
         lpe_fail_input("%s:%d: line longer than %d characters (continue a long value on indented "
-                       "lines)", path, col.too_long, col.max_line - 3);
+                       "lines)", path, col->too_long, col->max_line - 3);
     if (err > 0)
         lpe_fail_input("%s:%d: syntax error (expected `[section]`, `key = value` or a comment)",
                        path, err);
     if (err < 0) lpe_fail("%s: INI parser failed (%d)", path, err);
-    if (col.outside)
-        lpe_fail_input("%s:%d: key outside any section (start with [experiment])", path, col.outside);
+    if (col->outside)
+        lpe_fail_input("%s:%d: key outside any section (start with [experiment])", path, col->outside);
+}
 
-    /* sections: known, not repeated */
+/* Sections: known, not repeated, [experiment] present, at least one method (counted). */
+static void check_sections(lpe_config *c, const collector *col, const char *path) {
     int exp_line = 0;
-    for (int i = 0; i < col.n_h; i++) {
-        const header *h = &col.h[i];
+    for (int i = 0; i < col->n_h; i++) {
+        const header *h = &col->h[i];
         for (int j = 0; j < i; j++)
-            if (!strcmp(col.h[j].name, h->name))
+            if (!strcmp(col->h[j].name, h->name))
                 lpe_fail_input("%s:%d: section [%s] repeated (first at line %d)", path, h->line,
-                               h->name, col.h[j].line);
+                               h->name, col->h[j].line);
         const char *mn = method_name(h->name);
         if (!strcmp(h->name, "experiment")) {
             exp_line = h->line;
@@ -467,23 +468,27 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
     }
     if (!exp_line) lpe_fail_input("%s: no [experiment] section", path);
     if (!c->n_methods) lpe_fail_input("%s: no [method NAME] section: nothing to run", path);
+}
 
-    /* [experiment] and [targets] */
+/* [experiment] and [targets] keys into c->exp and c->tgt; the targets' list text (any length:
+ * parsed by parse_target_list, not held in a 255-byte value) and its line come back apart. */
+static const char *set_exp_targets(lpe_config *c, const collector *col, const char *path,
+                                   int *list_line) {
     lpe_params_init(&c->exp, exp_spec, path, "experiment");
     lpe_params_init(&c->tgt, tgt_spec, path, "targets");
     const char *list_text = NULL;
-    int list_line = 0;
-    for (int i = 0; i < col.n_e; i++) {
-        entry *e = &col.e[i];
+    *list_line = 0;
+    for (int i = 0; i < col->n_e; i++) {
+        const entry *e = &col->e[i];
         if (!strcmp(e->section, "experiment")) {
             lpe_params_set(&c->exp, e->key, e->value, e->line);
         } else if (!strcmp(e->section, "targets")) {
-            if (!strcmp(e->key, "list")) { /* any length: parsed here, not in a 255-byte value */
-                if (list_line)
+            if (!strcmp(e->key, "list")) {
+                if (*list_line)
                     lpe_fail_input("%s:%d: [targets] list: set twice (first at line %d)", path,
-                                   e->line, list_line);
+                                   e->line, *list_line);
                 list_text = e->value;
-                list_line = e->line;
+                *list_line = e->line;
             } else {
                 lpe_params_set(&c->tgt, e->key, e->value, e->line);
             }
@@ -491,7 +496,11 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
     }
     lpe_params_check_complete(&c->exp);
     lpe_params_check_complete(&c->tgt);
+    return list_text;
+}
 
+/* The files of [experiment]: model, distributions (and the names run), truth, output. */
+static void resolve_files(lpe_config *c, const char *path, const char *output_override) {
     char tmp[LPE_PATH_MAX];
     resolve(c->model, sizeof c->model, c->ini_dir, lpe_param_str(&c->exp, "model"));
     need_file(&c->exp, "model", c->model);
@@ -517,6 +526,7 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
     }
 
     const char *out = lpe_param_str(&c->exp, "output");
+    const char *slash = strrchr(path, '/');
     if (output_override && output_override[0]) {
         snprintf(c->output, sizeof c->output, "%s", output_override);
     } else if (out[0]) {
@@ -527,7 +537,10 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
         if (n > 4 && !strcmp(base + n - 4, ".ini")) n -= 4;
         snprintf(c->output, sizeof c->output, "results/%.*s.h5", (int)n, base);
     }
+}
 
+/* The scalars of [experiment] and [targets]. */
+static void resolve_scalars(lpe_config *c, const char *list_text, int list_line) {
     c->seed = (uint64_t)lpe_param_int(&c->exp, "seed");
     snprintf(c->backend, sizeof c->backend, "%s", lpe_param_str(&c->exp, "backend"));
     if (strcmp(c->backend, "cpu") && strcmp(c->backend, "cuda") && strcmp(c->backend, "auto"))
@@ -545,8 +558,10 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
     if (list_text) parse_target_list(c, list_text, list_line);
     if (c->truth_kind == LPE_TRUTH_NONE && !c->n_list)
         lpe_params_fail(&c->exp, "truth", "`none` needs explicit targets ([targets] list)");
+}
 
-    /* methods: the estimator's keys + budget (default: [experiment] budget) */
+/* [method NAME] sections: the estimator's keys + budget (default: [experiment] budget). */
+static void load_methods(lpe_config *c, const collector *col, const char *path) {
     char btext[64] = "";
     lpe_param_text(&c->exp, "budget", 0, btext, sizeof btext);
     snprintf(c->budget_def, sizeof c->budget_def, "%s", btext);
@@ -557,28 +572,48 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
     c->budget_spec[1] = (lpe_param_spec){NULL};
     c->methods = lpe_calloc((size_t)c->n_methods, sizeof *c->methods);
     int m = 0;
-    for (int i = 0; i < col.n_h; i++) {
-        const char *mn = method_name(col.h[i].name);
+    for (int i = 0; i < col->n_h; i++) {
+        const char *mn = method_name(col->h[i].name), *sec = col->h[i].name;
         if (!mn) continue;
         lpe_method_cfg *mc = &c->methods[m++];
         snprintf(mc->name, sizeof mc->name, "%s", mn);
         mc->est = lpe_estimator_find(mn);
-        mc->line = col.h[i].line;
-        lpe_params_init(&mc->params, mc->est->params, path, col.h[i].name);
+        mc->line = col->h[i].line;
+        lpe_params_init(&mc->params, mc->est->params, path, sec);
         int has_budget = 0;
         for (int j = 0; j < mc->params.n; j++) has_budget |= !strcmp(mc->params.spec[j]->key, "budget");
         if (!has_budget) lpe_params_add_spec(&mc->params, c->budget_spec);
-        for (int j = 0; j < col.n_e; j++)
-            if (!strcmp(col.e[j].section, col.h[i].name) && !strchr(col.e[j].key, '['))
-                lpe_params_set(&mc->params, col.e[j].key, col.e[j].value, col.e[j].line);
-        for (int j = 0; j < col.n_e; j++)
-            if (!strcmp(col.e[j].section, col.h[i].name) && strchr(col.e[j].key, '['))
-                add_override(c, mc, path, col.h[i].name, col.e[j].key, col.e[j].value, col.e[j].line);
+        const entry *e = col->e;
+        for (int j = 0; j < col->n_e; j++)
+            if (!strcmp(e[j].section, sec) && !strchr(e[j].key, '['))
+                lpe_params_set(&mc->params, e[j].key, e[j].value, e[j].line);
+        for (int j = 0; j < col->n_e; j++)
+            if (!strcmp(e[j].section, sec) && strchr(e[j].key, '['))
+                add_override(c, mc, path, sec, e[j].key, e[j].value, e[j].line);
         if (!lpe_param_is_set(&mc->params, "budget"))
             lpe_fail_input("%s:%d: [%s]: no budget (set `budget` here or in [experiment])", path,
-                           mc->line, col.h[i].name);
+                           mc->line, sec);
         lpe_params_check_complete(&mc->params);
     }
+}
+
+void lpe_config_load(lpe_config *c, const char *path, const char *output_override) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->ini_path, sizeof c->ini_path, "%s", path);
+    const char *slash = strrchr(path, '/');
+    if (slash)
+        snprintf(c->ini_dir, sizeof c->ini_dir, "%.*s", (int)(slash - path), path);
+    if (slash == path) snprintf(c->ini_dir, sizeof c->ini_dir, "/");
+
+    collector col;
+    collect(&col, c, path, read_text(c, path));
+    check_sections(c, &col, path);
+    int list_line;
+    const char *list_text = set_exp_targets(c, &col, path, &list_line);
+    resolve_files(c, path, output_override);
+    resolve_scalars(c, list_text, list_line);
+    load_methods(c, &col, path);
+    lpe_config_runs(c); /* sweeps and per-distribution values -> typed options, per run */
 
     for (int i = 0; i < col.n_e; i++) free(col.e[i].value);
     free(col.e);
@@ -586,6 +621,7 @@ void lpe_config_load(lpe_config *c, const char *path, const char *output_overrid
 }
 
 void lpe_config_free(lpe_config *c) {
+    lpe_config_runs_free(c);
     free(c->text);
     free(c->names);
     free(c->list);

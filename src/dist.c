@@ -254,9 +254,10 @@ void lpe_dist_from_arrays(lpe_dist *d, const char *name, const char *description
     char where[300];
     snprintf(where, sizeof where, "distribution '%s': ", name ? name : "");
     check_name(name, "");
-    LPE_REQUIRE(n_factors >= 1, "%soffsets: expected at least one factor, found %d", where, n_factors);
+    LPE_CHECK_INPUT(n_factors >= 1, "%soffsets: expected at least one factor, found %d", where,
+                    n_factors);
     int64_t NS = offsets[n_factors];
-    LPE_REQUIRE(NS >= 0, "%soffsets: last offset %lld is negative", where, (long long)NS);
+    LPE_CHECK_INPUT(NS >= 0, "%soffsets: last offset %lld is negative", where, (long long)NS);
     dist_validate(where, n_factors, offsets, NS, values, probs, k, positions, d_vocab);
     memset(d, 0, sizeof *d);
     int V = vocab_for(values, NS, d_vocab);

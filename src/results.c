@@ -53,17 +53,32 @@ void lpe_results_backend(hid_t file, const lpe_backend *be) {
     lpe_h5_attr_str(file, "device", be->device);
 }
 
-hid_t lpe_results_dist(hid_t file, const char *dist, const int32_t *targets, const double *true_prob,
-                       int T) {
-    hid_t g = lpe_h5_group(file, dist);
+hid_t lpe_results_dist(hid_t file, const lpe_dist *dist, const int32_t *targets,
+                       const double *true_prob, int T, const lpe_results_dist_info *info) {
+    hid_t g = lpe_h5_group(file, dist->name);
     lpe_h5_write_i32(g, "targets", targets, T);
     if (true_prob) lpe_h5_write_f64(g, "true_prob", true_prob, T);
     lpe_h5_attr_int(g, "n_targets", T);
+    lpe_h5_attr_str(g, "distribution_sha256", dist->sha256);
+    lpe_h5_attr_int(g, "k", dist->k);
+    lpe_h5_attr_double(g, "input_space", (double)lpe_dist_enum_size(dist));
+    lpe_h5_attr_str(g, "truth", info->truth);
+    if (info->truth_path[0]) lpe_h5_attr_str(g, "truth_path", info->truth_path);
+    if (info->truth_n_samples >= 0) {
+        lpe_h5_attr_int(g, "truth_n_samples", info->truth_n_samples);
+        lpe_h5_attr_int(g, "truth_exact", info->truth_exact);
+    }
+    lpe_h5_attr_double(g, "p_min", info->p_min);
+    lpe_h5_attr_double(g, "p_max", info->p_max);
+    lpe_h5_attr_int(g, "target_seed", (long long)info->target_seed);
+    lpe_h5_attr_int(g, "n_candidates", info->n_candidates);
     return g;
 }
 
-void lpe_results_method(hid_t g, const char *method, const char *sweep, const lpe_est_out *o,
-                        const lpe_params *p, double seconds) {
+void lpe_results_method(hid_t g, const lpe_run_cfg *r, const char *dist, const lpe_est_out *o,
+                        double seconds) {
+    const lpe_params *p = &r->params;
+    const char *method = r->mc->name, *sweep = r->sweep;
     int T = o->n_targets;
     lpe_h5_write_f64(g, "estimate", o->estimate, T);
     lpe_h5_write_f64(g, "std_error", o->std_error, T);
@@ -72,7 +87,7 @@ void lpe_results_method(hid_t g, const char *method, const char *sweep, const lp
     /* resolved parameters, typed */
     for (int i = 0; i < p->n; i++) {
         const lpe_param_spec *s = p->spec[i];
-        const lpe_param_value *v = &p->val[i];
+        const lpe_param_value *v = lpe_run_param_value(r, i, dist); /* `key[dist]` applied */
         if (v->n == 0) continue; /* optional, unset */
         if (v->n > 1) { /* a list the method keeps whole (not a sweep): its text */
             lpe_h5_attr_str(g, s->key, v->str);

@@ -2,12 +2,8 @@
  * results file -> table.
  *
  * Dimension legend: V = d_vocab, T = targets of a distribution, ND = distributions run,
- *   NR = runs (a method section, or one value combination of its swept keys), k = positions.
- *
- * Sweeps: in a method section, every key holding several values (a list key, e.g.
- * `temperature = 0.45, 1.0`) is swept: the method runs once per combination (last key fastest),
- * each run seeing single values, stored as /{dist}/{method}@{key}={value}[,{key}={value}] with the
- * values spelled as in the INI.
+ *   NR = runs (a method section, or one value combination of its swept keys: config_runs.c),
+ *   k = positions.
  */
 #include "lpe/runner.h"
 
@@ -28,23 +24,6 @@
 #include "lpe/philox.h"
 #include "lpe/results.h"
 #include "lpe/truth.h"
-
-typedef struct {
-    const lpe_method_cfg *mc;
-    lpe_params params;  /* swept keys reduced to this run's values */
-    char group[400];    /* results group name */
-    char sweep[256];    /* "key=value,..." or "" */
-} run_spec;
-
-/* A run's parameters for one distribution: its own `key[dist] = value` lines applied. */
-static lpe_params params_for(const run_spec *rs, const char *dist) {
-    lpe_params prm = rs->params;
-    for (int i = 0; i < rs->mc->n_over; i++)
-        if (!strcmp(rs->mc->over[i].dist, dist))
-            lpe_params_override(&prm, rs->mc->over[i].key, rs->mc->over[i].value,
-                                rs->mc->over[i].line);
-    return prm;
-}
 
 typedef struct {
     lpe_dist dist;
@@ -94,61 +73,6 @@ int lpe_choose_targets(int32_t *out, int *n_cand, const double *prob, int V, dou
     return T;
 }
 
-/* ---- runs and sweeps ---------------------------------------------------------------------- */
-
-static run_spec *expand_runs(const lpe_config *c, int *n_runs) {
-    int cap = 0;
-    for (int m = 0; m < c->n_methods; m++) {
-        const lpe_params *p = &c->methods[m].params;
-        long long combos = 1;
-        for (int i = 0; i < p->n; i++) combos *= p->val[i].n > 1 ? p->val[i].n : 1;
-        if (combos > 4096)
-            lpe_fail_input("%s:%d: [%s]: %lld swept combinations (at most 4096)", c->ini_path,
-                           c->methods[m].line, p->section, combos);
-        cap += (int)combos;
-    }
-    run_spec *runs = lpe_calloc((size_t)cap, sizeof *runs);
-    int r = 0;
-    for (int m = 0; m < c->n_methods; m++) {
-        const lpe_method_cfg *mc = &c->methods[m];
-        const lpe_params *p = &mc->params;
-        int idx[LPE_MAX_PARAMS] = {0};
-        for (;;) {
-            run_spec *rs = &runs[r++];
-            rs->mc = mc;
-            rs->params = *p;
-            size_t w = 0;
-            for (int i = 0; i < p->n; i++) {
-                if (p->val[i].n <= 1) continue;
-                char text[256];
-                lpe_param_text(p, p->spec[i]->key, idx[i], text, sizeof text);
-                lpe_params_pick(&rs->params, p->spec[i]->key, idx[i]);
-                w += (size_t)snprintf(rs->sweep + w, w < sizeof rs->sweep ? sizeof rs->sweep - w : 0,
-                                      "%s%s=%s", w ? "," : "", p->spec[i]->key, text);
-            }
-            if (w >= sizeof rs->sweep)
-                lpe_fail_input("%s:%d: [%s]: swept values too long to name", c->ini_path, mc->line,
-                               p->section);
-            for (const char *s = rs->sweep; *s; s++)
-                if (*s == '/')
-                    lpe_fail_input("%s:%d: [%s]: a swept value may not contain '/'", c->ini_path,
-                                   mc->line, p->section);
-            snprintf(rs->group, sizeof rs->group, "%s%s%s", mc->name, rs->sweep[0] ? "@" : "",
-                     rs->sweep);
-            /* next combination, last swept key fastest */
-            int i = p->n - 1;
-            for (; i >= 0; i--) {
-                if (p->val[i].n <= 1) continue;
-                if (++idx[i] < p->val[i].n) break;
-                idx[i] = 0;
-            }
-            if (i < 0) break;
-        }
-    }
-    *n_runs = r;
-    return runs;
-}
-
 /* ---- the table ---------------------------------------------------------------------------- */
 
 static void fmt_num(char *out, size_t n, double x) {
@@ -160,7 +84,9 @@ static void fmt_num(char *out, size_t n, double x) {
         snprintf(out, n, "%.3g", x);
 }
 
-static void print_table(const lpe_config *c, const dist_state *ds, const run_spec *runs, int NR) {
+static void print_table(const lpe_config *c, const dist_state *ds) {
+    const lpe_run_cfg *runs = c->runs;
+    const int NR = c->n_runs;
     int any_truth = 0;
     for (int d = 0; d < c->n_names; d++) any_truth |= ds[d].true_prob != NULL;
     printf("\n| dist | target | true p |");
@@ -192,215 +118,264 @@ static void print_table(const lpe_config *c, const dist_state *ds, const run_spe
 
 /* ---- the experiment ----------------------------------------------------------------------- */
 
-int lpe_run_experiment(const lpe_run_opts *o) {
+/* An experiment being run: what its steps share. */
+typedef struct {
+    const lpe_run_opts *o;
     lpe_config c;
-    lpe_config_load(&c, o->ini, o->output);
-    if (o->backend) snprintf(c.backend, sizeof c.backend, "%s", o->backend);
-    if (strcmp(c.backend, "cpu") && strcmp(c.backend, "cuda") && strcmp(c.backend, "auto"))
-        lpe_fail_input("--backend: expected cpu, cuda or auto, got '%s'", c.backend);
-    int NR = 0;
-    run_spec *runs = expand_runs(&c, &NR);
-
-    /* the output first: an existing file stops us before any work */
-    lpe_h5_out out;
-    lpe_results_create(&out, c.output, o->force);
-
     lpe_model model;
-    lpe_model_load(&model, c.model);
-    int V = model.cfg.d_vocab;
-    for (int i = 0; i < c.n_list; i++)
-        if (c.list[i] >= V)
-            lpe_fail_input("%s:%d: [targets] list: token %d is outside the vocabulary of %s "
-                           "(d_vocab %d)", c.ini_path, c.list_line, c.list[i], c.model, V);
-    if (c.n_list) qsort(c.list, (size_t)c.n_list, sizeof *c.list, cmp_i32);
+    int V;              /* d_vocab */
+    int flags;          /* LPE_BE_* any method asked for */
+    int T_max;          /* targets per distribution, at most */
+    long long max_budget;
+    dist_state *ds;     /* [ND] */
+    lpe_h5_out out;
+    lpe_run_ckpt ck;
+    lpe_weights *weights;
+    lpe_backend *be;    /* one; re-created when k changes */
+    double *exact_prob; /* [ND, V] when truth = exact */
+} experiment;
 
-    /* every distribution and truth file checked before any work */
-    dist_state *ds = lpe_calloc((size_t)c.n_names, sizeof *ds);
-    int flags = 0;
-    for (int r = 0; r < NR; r++) flags |= runs[r].mc->est->backend_flags;
-    for (int d = 0; d < c.n_names; d++) {
-        dist_state *s = &ds[d];
-        lpe_dist_load(&s->dist, c.dists, c.names[d], V);
-        if (s->dist.k > model.cfg.n_ctx)
+/* Model, explicit targets, every distribution and truth file: checked before any work. */
+static void load_inputs(experiment *x) {
+    lpe_config *c = &x->c;
+    lpe_model_load(&x->model, c->model);
+    int V = x->V = x->model.cfg.d_vocab;
+    for (int i = 0; i < c->n_list; i++)
+        if (c->list[i] >= V)
+            lpe_fail_input("%s:%d: [targets] list: token %d is outside the vocabulary of %s "
+                           "(d_vocab %d)", c->ini_path, c->list_line, c->list[i], c->model, V);
+    if (c->n_list) qsort(c->list, (size_t)c->n_list, sizeof *c->list, cmp_i32);
+
+    x->ds = lpe_calloc((size_t)c->n_names, sizeof *x->ds);
+    for (int r = 0; r < c->n_runs; r++) x->flags |= c->runs[r].mc->est->backend_flags;
+    for (int d = 0; d < c->n_names; d++) {
+        dist_state *s = &x->ds[d];
+        lpe_dist_load(&s->dist, c->dists, c->names[d], V);
+        if (s->dist.k > x->model.cfg.n_ctx)
             lpe_fail_input("%s: distribution %s has %d positions, more than the model's n_ctx %d",
-                           c.dists, c.names[d], s->dist.k, model.cfg.n_ctx);
-        if (c.truth_kind == LPE_TRUTH_EXACT && lpe_dist_enum_size(&s->dist) > LPE_TRUTH_EXACT_LIMIT)
-            lpe_params_fail(&c.exp, "truth", "exact enumeration of %s needs %.3g inputs, more than "
-                            "%.3g (use a ground-truth file from `lpe truth`)", c.names[d],
+                           c->dists, c->names[d], s->dist.k, x->model.cfg.n_ctx);
+        if (c->truth_kind == LPE_TRUTH_EXACT && lpe_dist_enum_size(&s->dist) > LPE_TRUTH_EXACT_LIMIT)
+            lpe_params_fail(&c->exp, "truth", "exact enumeration of %s needs %.3g inputs, more than "
+                            "%.3g (use a ground-truth file from `lpe truth`)", c->names[d],
                             (double)lpe_dist_enum_size(&s->dist), (double)LPE_TRUTH_EXACT_LIMIT);
-        if (c.truth_kind == LPE_TRUTH_FILE) {
+        if (c->truth_kind == LPE_TRUTH_FILE) {
             char path[LPE_PATH_MAX];
-            lpe_config_truth_path(path, sizeof path, &c, c.names[d]);
-            lpe_truth_load(&s->truth, path, &model, &s->dist, 0);
+            lpe_config_truth_path(path, sizeof path, c, c->names[d]);
+            lpe_truth_load(&s->truth, path, &x->model, &s->dist, 0);
             s->have_truth = 1;
             s->prob = s->truth.probs;
         }
     }
+}
 
-    lpe_results_root(out.file, c.text, c.ini_path, c.model, model.sha256, c.dists, c.seed);
-    lpe_run_ckpt ck;
-    lpe_run_ckpt_open(&ck, c.output, c.text, c.seed, model.sha256, o->force);
-    if (ck.resumed && !o->quiet)
-        fprintf(stderr, "lpe run: resuming from the checkpoint %s\n", ck.dir);
+/* Root attributes, the checkpoint, the largest budget of any (run, distribution), the weights. */
+static void begin(experiment *x) {
+    const lpe_config *c = &x->c;
+    const lpe_run_opts *o = x->o;
+    lpe_results_root(x->out.file, c->text, c->ini_path, c->model, x->model.sha256, c->dists, c->seed);
+    lpe_run_ckpt_open(&x->ck, c->output, c->text, c->seed, x->model.sha256, o->force);
+    if (x->ck.resumed && !o->quiet)
+        fprintf(stderr, "lpe run: resuming from the checkpoint %s\n", x->ck.dir);
     if (!o->quiet)
-        fprintf(stderr, "lpe run: %s -> %s (%d distribution%s, %d run%s)\n", c.ini_path, c.output,
-                c.n_names, c.n_names == 1 ? "" : "s", NR, NR == 1 ? "" : "s");
+        fprintf(stderr, "lpe run: %s -> %s (%d distribution%s, %d run%s)\n", c->ini_path, c->output,
+                c->n_names, c->n_names == 1 ? "" : "s", c->n_runs, c->n_runs == 1 ? "" : "s");
+    x->max_budget = 1; /* over runs and distributions: `budget[dist]` may raise it */
+    for (int r = 0; r < c->n_runs; r++)
+        for (int d = 0; d < c->n_names; d++)
+            if (c->runs[r].budget[d] > x->max_budget) x->max_budget = c->runs[r].budget[d];
+    x->T_max = c->n_list ? c->n_list : c->count;
+    x->weights = lpe_weights_upload(c->backend, &x->model); /* once, for every k */
+}
 
-    long long max_budget = 1; /* over runs and distributions: `budget[dist]` may raise it */
-    for (int r = 0; r < NR; r++)
-        for (int d = 0; d < c.n_names; d++) {
-            lpe_params prm = params_for(&runs[r], c.names[d]);
-            long long b = lpe_param_int(&prm, "budget");
-            max_budget = b > max_budget ? b : max_budget;
-        }
-    int T_max = c.n_list ? c.n_list : c.count;
-    lpe_weights *weights = lpe_weights_upload(c.backend, &model); /* once, for every k */
-    lpe_backend *be = NULL;
-    double *exact_prob = NULL;
-    for (int d = 0; d < c.n_names; d++) {
-        dist_state *s = &ds[d];
-        const lpe_dist *dist = &s->dist;
-        /* one backend; a new one only when the sequence length changes */
-        if (!be || be->k != dist->k) {
-            lpe_backend_destroy(be);
-            double need = (double)max_budget * (double)T_max; /* rows any method can use at once */
-            if (c.truth_kind == LPE_TRUTH_EXACT && (double)lpe_dist_enum_size(dist) > need)
-                need = (double)lpe_dist_enum_size(dist);
-            long long B = c.batch > 0 ? c.batch
-                                      : lpe_backend_batch_for_budget(c.backend, &model.cfg, dist->k,
-                                                                     flags, c.memory_gb * 1073741824.0);
-            if (c.batch <= 0 && (double)B > need) B = (long long)need;
-            if (B < 1) B = 1;
-            be = lpe_backend_create_on(weights, (int)B, dist->k, flags);
-            lpe_results_backend(out.file, be);
-            if (!o->quiet)
-                fprintf(stderr, "lpe run: backend %s (%s), batch %d, k %d\n", be->name, be->device,
-                        be->max_batch, be->k);
-        }
-        be->use_dist(be, dist);
-        if (c.truth_kind == LPE_TRUTH_EXACT) {
-            if (!exact_prob) exact_prob = lpe_calloc((size_t)V * (size_t)c.n_names, sizeof *exact_prob);
-            s->prob = exact_prob + (size_t)d * (size_t)V;
-            char label[300];
-            snprintf(label, sizeof label, "exact truth %s", dist->name);
-            lpe_truth_opts topt = {.progress = o->quiet ? NULL : label};
-            double t0 = lpe_now();
-            lpe_truth_exact(s->prob, be, dist, &topt);
-            if (!o->quiet)
-                fprintf(stderr, "lpe run: %s: exact truth over %llu inputs, %.2f s\n", dist->name,
-                        (unsigned long long)lpe_dist_enum_size(dist), lpe_now() - t0);
-        }
+/* The backend for distribution `dist`: kept while k stays, sized for the largest use. */
+static void ensure_backend(experiment *x, const lpe_dist *dist) {
+    const lpe_config *c = &x->c;
+    if (x->be && x->be->k == dist->k) return;
+    lpe_backend_destroy(x->be);
+    double need = (double)x->max_budget * (double)x->T_max; /* rows any method can use at once */
+    if (c->truth_kind == LPE_TRUTH_EXACT && (double)lpe_dist_enum_size(dist) > need)
+        need = (double)lpe_dist_enum_size(dist);
+    long long B = c->batch > 0 ? c->batch
+                               : lpe_backend_batch_for_budget(c->backend, &x->model.cfg, dist->k,
+                                                              x->flags, c->memory_gb * 1073741824.0);
+    if (c->batch <= 0 && (double)B > need) B = (long long)need;
+    if (B < 1) B = 1;
+    x->be = lpe_backend_create_on(x->weights, (int)B, dist->k, x->flags);
+    lpe_results_backend(x->out.file, x->be);
+    if (!x->o->quiet)
+        fprintf(stderr, "lpe run: backend %s (%s), batch %d, k %d\n", x->be->name, x->be->device,
+                x->be->max_batch, x->be->k);
+}
 
-        /* targets */
-        s->targets = lpe_calloc((size_t)(T_max > 0 ? T_max : 1), sizeof *s->targets);
-        if (c.n_list) {
-            s->T = c.n_list;
-            memcpy(s->targets, c.list, (size_t)c.n_list * sizeof *c.list);
-            s->n_cand = -1;
-        } else {
-            s->T = lpe_choose_targets(s->targets, &s->n_cand, s->prob, V, c.p_min, c.p_max, c.count,
-                                      c.target_seed, dist->name);
-            if (s->T < c.count)
-                lpe_warn("%s: only %d token%s with true probability in [%g, %g]; %d targets "
-                         "asked for, all taken", dist->name, s->n_cand, s->n_cand == 1 ? "" : "s",
-                         c.p_min, c.p_max, c.count);
-        }
-        if (s->prob) {
-            s->true_prob = lpe_calloc((size_t)(s->T > 0 ? s->T : 1), sizeof *s->true_prob);
-            for (int t = 0; t < s->T; t++) s->true_prob[t] = s->prob[s->targets[t]];
-        }
-        hid_t g = lpe_results_dist(out.file, dist->name, s->targets, s->true_prob, s->T);
-        lpe_h5_attr_str(g, "distribution_sha256", dist->sha256);
-        lpe_h5_attr_int(g, "k", dist->k);
-        lpe_h5_attr_double(g, "input_space", (double)lpe_dist_enum_size(dist));
-        lpe_h5_attr_str(g, "truth", c.truth_kind == LPE_TRUTH_EXACT ? "exact"
-                                    : c.truth_kind == LPE_TRUTH_NONE ? "none" : "file");
-        if (s->have_truth) {
-            char path[LPE_PATH_MAX];
-            lpe_config_truth_path(path, sizeof path, &c, dist->name);
-            lpe_h5_attr_str(g, "truth_path", path);
-            lpe_h5_attr_int(g, "truth_n_samples", (long long)s->truth.n_samples);
-            lpe_h5_attr_int(g, "truth_exact", s->truth.exact);
-        } else if (c.truth_kind == LPE_TRUTH_EXACT) {
-            lpe_h5_attr_int(g, "truth_n_samples", (long long)lpe_dist_enum_size(dist));
-            lpe_h5_attr_int(g, "truth_exact", 1);
-        }
-        lpe_h5_attr_double(g, "p_min", c.p_min);
-        lpe_h5_attr_double(g, "p_max", c.p_max);
-        lpe_h5_attr_int(g, "target_seed", (long long)c.target_seed);
-        lpe_h5_attr_int(g, "n_candidates", s->n_cand);
-        if (s->T == 0) lpe_warn("%s: no targets; its methods are skipped", dist->name);
+static void exact_truth(experiment *x, int d) {
+    dist_state *s = &x->ds[d];
+    const lpe_dist *dist = &s->dist;
+    if (!x->exact_prob)
+        x->exact_prob = lpe_calloc((size_t)x->V * (size_t)x->c.n_names, sizeof *x->exact_prob);
+    s->prob = x->exact_prob + (size_t)d * (size_t)x->V;
+    char label[300];
+    snprintf(label, sizeof label, "exact truth %s", dist->name);
+    lpe_truth_opts topt = {.progress = x->o->quiet ? NULL : label};
+    double t0 = lpe_now();
+    lpe_truth_exact(s->prob, x->be, dist, &topt);
+    if (!x->o->quiet)
+        fprintf(stderr, "lpe run: %s: exact truth over %llu inputs, %.2f s\n", dist->name,
+                (unsigned long long)lpe_dist_enum_size(dist), lpe_now() - t0);
+}
 
-        /* methods */
-        s->est = lpe_calloc((size_t)NR * (size_t)(s->T > 0 ? s->T : 1), sizeof *s->est);
-        for (int r = 0; r < NR && s->T > 0; r++) {
-            run_spec *rs = &runs[r];
-            if (lpe_run_ckpt_restore(&ck, (int64_t)g, dist->name, rs->group, s->targets, s->T)) {
-                int64_t dims[1] = {s->T};
-                char name[600];
-                snprintf(name, sizeof name, "%s/estimate", rs->group);
-                lpe_h5_read_into(s->est + (size_t)r * (size_t)s->T, g, ck.dir, name,
-                                 H5T_NATIVE_DOUBLE, 1, dims);
-                if (!o->quiet)
-                    fprintf(stderr, "lpe run: %s / %s: from the checkpoint\n", dist->name, rs->group);
-                continue;
-            }
-            hid_t mg = lpe_h5_group(g, rs->group);
-            lpe_params prm = params_for(rs, dist->name);
-            lpe_est_ctx ctx = {
-                .model = &model,
-                .dist = dist,
-                .be = be,
-                .targets = s->targets,
-                .true_prob = s->true_prob,
-                .n_targets = s->T,
-                .seed = c.seed,
-                .budget = lpe_param_int(&prm, "budget"),
-                .params = &prm,
-                .out_group = (int64_t)mg,
-            };
-            lpe_est_out eo;
-            lpe_est_out_init(&eo, s->T);
-            double t0 = lpe_now();
-            rs->mc->est->run(&eo, &ctx);
-            double sec = lpe_now() - t0;
-            lpe_results_method(mg, rs->mc->name, rs->sweep, &eo, &prm, sec);
-            memcpy(s->est + (size_t)r * (size_t)s->T, eo.estimate, (size_t)s->T * sizeof(double));
-            if (!o->quiet) {
-                double calls = 0;
-                for (int t = 0; t < s->T; t++) calls += eo.model_calls[t];
-                fprintf(stderr, "lpe run: %s / %s: %d targets, %.2f s, %.3g model calls/s\n",
-                        dist->name, rs->group, s->T, sec, sec > 0 ? calls / sec : 0.0);
-            }
-            lpe_est_out_free(&eo);
-            H5Gclose(mg);
-            lpe_run_ckpt_save(&ck, (int64_t)g, dist->name, rs->group, s->targets, s->T);
-        }
-        H5Gclose(g);
+/* Distribution d's targets (the list, or chosen by true probability) and their true p. */
+static void pick_targets(experiment *x, int d) {
+    const lpe_config *c = &x->c;
+    dist_state *s = &x->ds[d];
+    s->targets = lpe_calloc((size_t)(x->T_max > 0 ? x->T_max : 1), sizeof *s->targets);
+    if (c->n_list) {
+        s->T = c->n_list;
+        memcpy(s->targets, c->list, (size_t)c->n_list * sizeof *c->list);
+        s->n_cand = -1;
+    } else {
+        s->T = lpe_choose_targets(s->targets, &s->n_cand, s->prob, x->V, c->p_min, c->p_max,
+                                  c->count, c->target_seed, s->dist.name);
+        if (s->T < c->count)
+            lpe_warn("%s: only %d token%s with true probability in [%g, %g]; %d targets "
+                     "asked for, all taken", s->dist.name, s->n_cand, s->n_cand == 1 ? "" : "s",
+                     c->p_min, c->p_max, c->count);
     }
+    if (s->prob) {
+        s->true_prob = lpe_calloc((size_t)(s->T > 0 ? s->T : 1), sizeof *s->true_prob);
+        for (int t = 0; t < s->T; t++) s->true_prob[t] = s->prob[s->targets[t]];
+    }
+}
 
-    lpe_results_backend(out.file, be);
+/* /{dist} with its targets and attributes (results.h); returns the open group. */
+static hid_t dist_group(experiment *x, int d) {
+    const lpe_config *c = &x->c;
+    const dist_state *s = &x->ds[d];
+    lpe_results_dist_info info = {
+        .truth = c->truth_kind == LPE_TRUTH_EXACT ? "exact"
+                 : c->truth_kind == LPE_TRUTH_NONE ? "none" : "file",
+        .p_min = c->p_min, .p_max = c->p_max, .target_seed = c->target_seed,
+        .n_candidates = s->n_cand, .truth_n_samples = -1,
+    };
+    if (s->have_truth) {
+        lpe_config_truth_path(info.truth_path, sizeof info.truth_path, c, s->dist.name);
+        info.truth_n_samples = (long long)s->truth.n_samples;
+        info.truth_exact = s->truth.exact;
+    } else if (c->truth_kind == LPE_TRUTH_EXACT) {
+        info.truth_n_samples = (long long)lpe_dist_enum_size(&s->dist);
+        info.truth_exact = 1;
+    }
+    return lpe_results_dist(x->out.file, &s->dist, s->targets, s->true_prob, s->T, &info);
+}
+
+/* A run's method reports bad input it finds at run time here, with its FILE:LINE. */
+typedef struct {
+    const lpe_run_cfg *run;
+    const char *dist;
+} fail_where;
+
+static void run_fail(const void *where, const char *key, const char *msg) {
+    const fail_where *w = where;
+    lpe_params *p = lpe_calloc(1, sizeof *p);
+    lpe_run_params_for(p, w->run, w->dist);
+    lpe_params_fail(p, key, "%s", msg);
+}
+
+/* Run r on distribution d (or take it from the checkpoint); its estimates into s->est. */
+static void run_one(experiment *x, int d, hid_t g, int r) {
+    dist_state *s = &x->ds[d];
+    const lpe_dist *dist = &s->dist;
+    const lpe_run_cfg *rs = &x->c.runs[r];
+    double *est = s->est + (size_t)r * (size_t)s->T;
+    if (lpe_run_ckpt_restore(&x->ck, (int64_t)g, dist->name, rs->group, s->targets, s->T)) {
+        int64_t dims[1] = {s->T};
+        char name[600];
+        snprintf(name, sizeof name, "%s/estimate", rs->group);
+        lpe_h5_read_into(est, g, x->ck.dir, name, H5T_NATIVE_DOUBLE, 1, dims);
+        if (!x->o->quiet)
+            fprintf(stderr, "lpe run: %s / %s: from the checkpoint\n", dist->name, rs->group);
+        return;
+    }
+    hid_t mg = lpe_h5_group(g, rs->group);
+    fail_where where = {rs, dist->name};
+    lpe_est_ctx ctx = {
+        .model = &x->model, .dist = dist, .be = x->be,
+        .targets = s->targets, .true_prob = s->true_prob, .n_targets = s->T,
+        .seed = x->c.seed, .budget = rs->budget[d], .opts = lpe_run_cfg_opts(rs, d),
+        .out_group = (int64_t)mg, .fail = run_fail, .where = &where,
+    };
+    lpe_est_out eo;
+    lpe_est_out_init(&eo, s->T);
+    double t0 = lpe_now();
+    rs->mc->est->run(&eo, &ctx);
+    double sec = lpe_now() - t0;
+    lpe_results_method(mg, rs, dist->name, &eo, sec);
+    memcpy(est, eo.estimate, (size_t)s->T * sizeof(double));
+    if (!x->o->quiet) {
+        double calls = 0;
+        for (int t = 0; t < s->T; t++) calls += eo.model_calls[t];
+        fprintf(stderr, "lpe run: %s / %s: %d targets, %.2f s, %.3g model calls/s\n", dist->name,
+                rs->group, s->T, sec, sec > 0 ? calls / sec : 0.0);
+    }
+    lpe_est_out_free(&eo);
+    H5Gclose(mg);
+    lpe_run_ckpt_save(&x->ck, (int64_t)g, dist->name, rs->group, s->targets, s->T);
+}
+
+/* Distribution d: backend, truth when exact, targets, its group, every run. */
+static void run_dist(experiment *x, int d) {
+    dist_state *s = &x->ds[d];
+    ensure_backend(x, &s->dist);
+    x->be->use_dist(x->be, &s->dist);
+    if (x->c.truth_kind == LPE_TRUTH_EXACT) exact_truth(x, d);
+    pick_targets(x, d);
+    hid_t g = dist_group(x, d);
+    if (s->T == 0) lpe_warn("%s: no targets; its methods are skipped", s->dist.name);
+    const int NR = x->c.n_runs;
+    s->est = lpe_calloc((size_t)NR * (size_t)(s->T > 0 ? s->T : 1), sizeof *s->est);
+    for (int r = 0; r < NR && s->T > 0; r++) run_one(x, d, g, r);
+    H5Gclose(g);
+}
+
+static void finish(experiment *x) {
+    lpe_results_backend(x->out.file, x->be);
     /* scores (SPEC 6) inside the file, so a notebook needs no lpe to read them; `lpe report
      * --zero` can rescore with another zero rule */
-    lpe_eval_results((int64_t)out.file, out.tmp, LPE_ZERO_CONST);
-    lpe_h5_commit(&out);
-    lpe_run_ckpt_remove(&ck);
-    print_table(&c, ds, runs, NR);
-    if (!o->quiet) fprintf(stderr, "lpe run: wrote %s\n", c.output);
+    lpe_eval_results((int64_t)x->out.file, x->out.tmp, LPE_ZERO_CONST);
+    lpe_h5_commit(&x->out);
+    lpe_run_ckpt_remove(&x->ck);
+    print_table(&x->c, x->ds);
+    if (!x->o->quiet) fprintf(stderr, "lpe run: wrote %s\n", x->c.output);
 
-    lpe_backend_destroy(be);
-    lpe_weights_free(weights);
-    for (int d = 0; d < c.n_names; d++) {
-        if (ds[d].have_truth) lpe_truth_free(&ds[d].truth);
-        lpe_dist_free(&ds[d].dist);
-        free(ds[d].targets);
-        free(ds[d].true_prob);
-        free(ds[d].est);
+    lpe_backend_destroy(x->be);
+    lpe_weights_free(x->weights);
+    for (int d = 0; d < x->c.n_names; d++) {
+        dist_state *s = &x->ds[d];
+        if (s->have_truth) lpe_truth_free(&s->truth);
+        lpe_dist_free(&s->dist);
+        free(s->targets);
+        free(s->true_prob);
+        free(s->est);
     }
-    free(ds);
-    free(exact_prob);
-    free(runs);
-    lpe_model_free(&model);
-    lpe_config_free(&c);
+    free(x->ds);
+    free(x->exact_prob);
+    lpe_model_free(&x->model);
+    lpe_config_free(&x->c);
+}
+
+int lpe_run_experiment(const lpe_run_opts *o) {
+    experiment *x = lpe_calloc(1, sizeof *x);
+    x->o = o;
+    lpe_config *c = &x->c;
+    lpe_config_load(c, o->ini, o->output);
+    if (o->backend) snprintf(c->backend, sizeof c->backend, "%s", o->backend);
+    if (strcmp(c->backend, "cpu") && strcmp(c->backend, "cuda") && strcmp(c->backend, "auto"))
+        lpe_fail_input("--backend: expected cpu, cuda or auto, got '%s'", c->backend);
+    /* the output first: an existing file stops us before any work */
+    lpe_results_create(&x->out, c->output, o->force);
+    load_inputs(x);
+    begin(x);
+    for (int d = 0; d < c->n_names; d++) run_dist(x, d);
+    finish(x);
+    free(x);
     return LPE_EXIT_OK;
 }

@@ -294,7 +294,7 @@ static int cmp_range(const void *x, const void *y) {
 }
 
 void lpe_truth_merge(lpe_truth *out, const lpe_truth *parts, const char *const *names, int n) {
-    LPE_REQUIRE(n >= 1, "truth merge: no input files");
+    LPE_CHECK_INPUT(n >= 1, "truth merge: no input files");
     const lpe_truth *p0 = &parts[0];
     int R = 0;
     for (int i = 0; i < n; i++) {

@@ -32,6 +32,8 @@ def module_of(path):
         return "estimators"
     if base == "model_flops":  # declared in model.h
         return "model"
+    if base == "config_runs":  # declared in config.h
+        return "config"
     if base.startswith("cmd_") or base in ("cmd", "main"):
         return "cmd"
     return base
@@ -45,12 +47,22 @@ def sources(root):
                     yield os.path.relpath(os.path.join(dp, f), root)
 
 
+LITERAL = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.S)
+
+
+def blank_literals(text):
+    """text with string and character literals and comments blanked (newlines kept), so that a
+    brace inside "{\"id\": %d" or a comment does not count."""
+    return LITERAL.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
 def functions(text):
     """(name, lines) of each top-level function definition, by brace matching."""
     out = []
+    text = blank_literals(text)
     for m in FUNC.finditer(text):
         start = text.count("\n", 0, m.start())
-        depth, i = 0, m.end() - 1
+        depth, i = 0, m.start() + m.group(0).rindex("{")  # \s* may run past the brace
         while i < len(text):
             c = text[i]
             if c == "{":

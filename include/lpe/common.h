@@ -39,8 +39,10 @@ void lpe_warn(const char *fmt, ...) LPE_PRINTF(1, 2);
                      __LINE__);                                                                  \
     } while (0)
 
-/* Precondition at op entry: like LPE_ASSERT with a formatted explanation. */
-#define LPE_REQUIRE(cond, ...)                                                                   \
+/* Check of user input (options, file contents): when cond fails, the formatted message that
+ * names what was given and what was expected goes out through lpe_fail_input (exit 2). Not for
+ * internal invariants: those are LPE_ASSERT (exit 1). */
+#define LPE_CHECK_INPUT(cond, ...)                                                               \
     do {                                                                                         \
         if (!(cond)) lpe_fail_input(__VA_ARGS__);                                                \
     } while (0)
@@ -75,6 +77,10 @@ void lpe_set_quiet(int quiet); /* --quiet: no progress lines */
 
 /* Version string (git describe at build time). */
 const char *lpe_version(void);
+
+/* Command-line option argv[*i] takes a value: returns argv[*i + 1] and advances *i past it;
+ * exit 2 with "CMD: OPTION needs a value" when there is none (cmd: e.g. "bench"). */
+const char *lpe_arg_value(int argc, char **argv, int *i, const char *cmd);
 
 /* Parse helpers for command-line values: exit 2 naming `what` on a bad value. */
 long long lpe_parse_ll(const char *s, const char *what);

@@ -1,4 +1,5 @@
-/* results.h: the results file of an experiment (SPEC 8), written atomically.
+/* results.h: the results file of an experiment (SPEC 8), written atomically; every group,
+ * dataset and attribute below is written by src/results.c (the runner hands it the values).
  *
  * Dimension legend: T = targets of a distribution.
  *
@@ -26,6 +27,8 @@
 #include <stdint.h>
 
 #include "lpe/backend.h"
+#include "lpe/config.h"
+#include "lpe/dist.h"
 #include "lpe/estimator.h"
 #include "lpe/h5io.h"
 #include "lpe/params.h"
@@ -40,12 +43,25 @@ void lpe_results_root(hid_t file, const char *config_text, const char *ini_path,
                       const char *model_path, const char *model_sha256, const char *dists_path,
                       uint64_t seed);
 void lpe_results_backend(hid_t file, const lpe_backend *be);
-/* /{dist} with its targets (and true_prob when not NULL); returns the open group. */
-hid_t lpe_results_dist(hid_t file, const char *dist, const int32_t *targets /* [T] */,
-                       const double *true_prob /* [T] or NULL */, int T);
-/* Write a method's result into its group (created by the caller, who gave it to the method as
- * out_group): datasets, parameters and timing attributes. */
-void lpe_results_method(hid_t group, const char *method, const char *sweep, const lpe_est_out *o,
-                        const lpe_params *p, double seconds);
+/* How a distribution's targets and truth were found: the attributes of /{dist}. */
+typedef struct {
+    const char *truth;         /* file | exact | none */
+    char truth_path[1024];     /* "" unless truth = file */
+    long long truth_n_samples; /* -1: not recorded (truth = none) */
+    int truth_exact;
+    double p_min, p_max;
+    uint64_t target_seed;
+    int n_candidates;          /* -1 for an explicit list */
+} lpe_results_dist_info;
+
+/* /{dist} with its targets (and true_prob when not NULL) and every attribute of the layout
+ * above; returns the open group. */
+hid_t lpe_results_dist(hid_t file, const lpe_dist *dist, const int32_t *targets /* [T] */,
+                       const double *true_prob /* [T] or NULL */, int T,
+                       const lpe_results_dist_info *info);
+/* Write run r's result for distribution `dist` into its group (created by the caller, who gave
+ * it to the method as out_group): datasets, the resolved parameters and timing attributes. */
+void lpe_results_method(hid_t group, const lpe_run_cfg *r, const char *dist, const lpe_est_out *o,
+                        double seconds);
 
 #endif

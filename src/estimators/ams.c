@@ -53,6 +53,21 @@ static const lpe_param_spec ams_params[] = {
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 
+typedef struct { /* the section, typed (parsed once at load time) */
+    int particles;      /* N */
+    double kill;
+    int moves;
+    double temperature;
+} ams_opts;
+
+static void ams_parse(void *opts, const lpe_params *p) {
+    ams_opts *o = opts;
+    o->particles = (int)lpe_param_int(p, "particles");
+    o->kill = lpe_param_double(p, "kill");
+    o->moves = (int)lpe_param_int(p, "moves");
+    o->temperature = lpe_param_double(p, "temperature");
+}
+
 typedef struct {
     double log_w;      /* sum_i log(1 - K_i / N) */
     double level;      /* the current z */
@@ -216,18 +231,19 @@ static void group_finish(ams_sys *s, lpe_est_out *out, int t0) {
 
 static void ams_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     ams_sys s = {0};
-    s.N = (int)lpe_param_int(ctx->params, "particles");
-    const double kf = lpe_param_double(ctx->params, "kill");
+    const ams_opts *opt = ctx->opts;
+    s.N = opt->particles;
+    const double kf = opt->kill;
     s.k = (int)fmax(1.0, fmin((double)s.N - 1, round(kf * s.N)));
-    s.moves = (int)lpe_param_int(ctx->params, "moves");
-    s.tilt = 1.0 / lpe_param_double(ctx->params, "temperature");
+    s.moves = opt->moves;
+    s.tilt = 1.0 / opt->temperature;
     s.budget = ctx->budget, s.seed = ctx->seed;
     if (s.N > ctx->be->max_batch)
-        lpe_params_fail(ctx->params, "particles", "%d particles do not fit the backend's batch of %d rows",
-                        s.N, ctx->be->max_batch);
+        lpe_est_fail(ctx, "particles", "%d particles do not fit the backend's batch of %d rows",
+                     s.N, ctx->be->max_batch);
     if (ctx->budget < s.N)
-        lpe_params_fail(ctx->params, "particles", "the budget (%lld calls) is below the %d start particles",
-                        ctx->budget, s.N);
+        lpe_est_fail(ctx, "particles", "the budget (%lld calls) is below the %d start particles",
+                     ctx->budget, s.N);
     const int Gmax = ctx->be->max_batch / s.N;
     lpe_walkers_init(&s.w, ctx->be, Gmax * s.N);
     s.tg = lpe_calloc((size_t)Gmax, sizeof *s.tg);
@@ -257,5 +273,7 @@ const lpe_estimator lpe_est_ams = {
     .summary = "adaptive multilevel splitting on the margin (unbiased, ties killed together)",
     .params = ams_params,
     .backend_flags = LPE_BE_GRAD | LPE_BE_STATE,
+    .opts_size = sizeof(ams_opts),
+    .parse = ams_parse,
     .run = ams_run,
 };

@@ -9,7 +9,7 @@
 
 static void const_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     int T = ctx->n_targets;
-    if (!ctx->true_prob) lpe_params_fail(ctx->params, NULL, "the optimal constant needs ground truth (truth = none)");
+    if (!ctx->true_prob) lpe_est_fail(ctx, NULL, "the optimal constant needs ground truth (truth = none)");
     double mean = 0;
     for (int t = 0; t < T; t++) mean += ctx->true_prob[t];
     mean = T > 0 ? mean / T : 0;

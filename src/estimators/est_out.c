@@ -4,6 +4,8 @@
  * Dimension legend: T = number of targets.
  * One allocation per result: 3 + LPE_MAX_DIAG arrays of T doubles, carved in order. */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,4 +39,14 @@ double *lpe_est_out_diag(lpe_est_out *o, const char *name) {
 void lpe_est_out_free(lpe_est_out *o) {
     free(o->estimate);
     memset(o, 0, sizeof *o);
+}
+
+void lpe_est_fail(const lpe_est_ctx *ctx, const char *key, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (ctx->fail) ctx->fail(ctx->where, key, msg); /* does not return */
+    lpe_fail_input("%s%s%s", key ? key : "", key ? ": " : "", msg);
 }

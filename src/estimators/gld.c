@@ -20,18 +20,32 @@
 #include "lpe/estimator.h"
 #include "lpe/qld_core.h"
 
+typedef struct { /* the section, typed (parsed once at load time) */
+    int batch;
+    int save_activations;
+} gld_opts;
+
+static void gld_parse(void *opts, const lpe_params *p) {
+    gld_opts *o = opts;
+    const long long n = lpe_param_int(p, "budget");
+    if (n < 2 || n > 1ll << 30) lpe_params_fail(p, "budget", "gld needs 2 <= budget <= 2^30 activation samples, got %lld", n);
+    o->batch = (int)lpe_param_int(p, "batch");
+    o->save_activations = lpe_param_bool(p, "save_activations");
+}
+
 static void gld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     const int T = ctx->n_targets, D = ctx->model->cfg.d_model;
     const long long n = ctx->budget;
     enum { NB = 1024 };
-    if (n < 2 || n > 1ll << 30) lpe_params_fail(ctx->params, "budget", "gld needs 2 <= budget <= 2^30 activation samples, got %lld", n);
+    const gld_opts *opt = ctx->opts;
+    LPE_ASSERT(n >= 2 && n <= 1ll << 30); /* gld_parse checked the budget */
 
     float *act = lpe_calloc((size_t)n * D, sizeof *act);  /* [n, D] */
     float *mx = lpe_calloc((size_t)n, sizeof *mx);        /* [n] max logit */
     char label[300];
     snprintf(label, sizeof label, "gld %s: activations", ctx->dist->name);
-    lpe_act_samples(act, mx, ctx, n, (int)lpe_param_int(ctx->params, "batch"), label);
-    if (lpe_param_bool(ctx->params, "save_activations")) lpe_act_save(ctx, act, n);
+    lpe_act_samples(act, mx, ctx, n, opt->batch, label);
+    if (opt->save_activations) lpe_act_save(ctx, act, n);
 
     double *mem = lpe_calloc((size_t)NB * T + (size_t)n * T, sizeof *mem);
     double *lt = mem;                  /* [nb, T] target logits of a block */
@@ -82,5 +96,7 @@ const lpe_estimator lpe_est_gld = {
     .summary = "Gaussian logit difference: Phi(mu / sigma) of l_t - max l over budget activation samples",
     .params = gld_params,
     .backend_flags = 0,
+    .opts_size = sizeof(gld_opts),
+    .parse = gld_parse,
     .run = gld_run,
 };

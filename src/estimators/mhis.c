@@ -50,6 +50,23 @@ static const lpe_param_spec mhis_params[] = {
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 
+typedef struct { /* the section, typed (parsed once at load time) */
+    double temperature;
+    int walkers;             /* W */
+    long long burn_in;
+    int save_chains;
+    long long chain_stride;
+} mhis_opts;
+
+static void mhis_parse(void *opts, const lpe_params *p) {
+    mhis_opts *o = opts;
+    o->temperature = lpe_param_double(p, "temperature");
+    o->walkers = (int)lpe_param_int(p, "walkers");
+    o->burn_in = lpe_param_int(p, "burn_in");
+    o->save_chains = lpe_param_bool(p, "save_chains");
+    o->chain_stride = lpe_param_int(p, "chain_stride");
+}
+
 static inline double lse_add(double acc, double x) {
     if (x == -INFINITY) return acc;
     if (acc == -INFINITY) return x;
@@ -81,197 +98,264 @@ static void chain_close(chain_out *c) {
     H5Dclose(c->target); H5Dclose(c->walker); H5Dclose(c->step);
 }
 
-static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
-    const lpe_dist *d = ctx->dist;
-    lpe_backend *be = ctx->be;
-    const int T = ctx->n_targets, k = d->k, R = be->max_batch, V = d->d_vocab;
-    const double temp = lpe_param_double(ctx->params, "temperature"), inv_T = 1.0 / temp;
-    const int W = (int)lpe_param_int(ctx->params, "walkers");
-    const long long burn = lpe_param_int(ctx->params, "burn_in");
-    const int save = lpe_param_bool(ctx->params, "save_chains");
-    const long long stride = lpe_param_int(ctx->params, "chain_stride");
-    const long long rec_steps = (ctx->budget + W - 1) / W, steps = burn + rec_steps;
-    LPE_REQUIRE(ctx->budget >= 1, "mhis: budget must be >= 1");
-    LPE_REQUIRE(be->with_state && be->with_grad, "mhis: backend lacks walker-state buffers");
+/* One MHIS run: its options, the buffers of one chunk of R walker rows, and every walker's
+ * statistics. The functions below are the step's seams (init, propose, accept, record, finish),
+ * which a device-side step operation will keep. */
+typedef struct {
+    const lpe_est_ctx *ctx;
+    const lpe_dist *d;
+    lpe_backend *be;
+    int T, k, R, V, W, MS, n_mov, save;
+    double inv_T;
+    long long burn, stride, steps;
+    int *movable;        /* [n_mov] positions whose support has more than one token */
+    int32_t *cur;        /* [R, k] walker states (host copy) */
+    int32_t *prop;       /* [R, k] proposals */
+    double *cur_s;       /* [R] s(x) */
+    int32_t *cur_hit;    /* [R] 1[M(x) = t] */
+    int32_t *pos;        /* [R] chosen position */
+    int32_t *yloc;       /* [R] proposed local index */
+    int32_t *xloc;       /* [R] current local index */
+    double *lphi_fwd;    /* [R] log phi(y | x) */
+    float *sc;           /* [R, MS] scores at pos */
+    double *cdf;         /* [R, MS] (one per row: OpenMP) */
+    uint8_t *acc;        /* [R] accepted */
+    int32_t *row_t;      /* [R] target token */
+    int32_t *argmax;     /* [R] */
+    float *tl;           /* [R] */
+    int32_t *ibuf;       /* [3, R] chain columns */
+    float *scol;         /* [R] chain score column */
+    walker_stats *ws;    /* [T, W] */
+    chain_out chains;
+    lpe_fwd_out fo;
+} mhis_state;
 
-    /* positions that can move */
-    int *movable = lpe_calloc((size_t)k, sizeof *movable), n_mov = 0;
-    int MS = 1;
+static void mhis_init(mhis_state *s, const lpe_est_ctx *ctx) {
+    const mhis_opts *o = ctx->opts;
+    const lpe_dist *d = ctx->dist;
+    memset(s, 0, sizeof *s);
+    s->ctx = ctx, s->d = d, s->be = ctx->be;
+    s->T = ctx->n_targets, s->k = d->k, s->R = ctx->be->max_batch, s->V = d->d_vocab;
+    s->inv_T = 1.0 / o->temperature;
+    s->W = o->walkers, s->burn = o->burn_in, s->save = o->save_chains, s->stride = o->chain_stride;
+    s->steps = s->burn + (ctx->budget + s->W - 1) / s->W;
+    LPE_ASSERT(ctx->budget >= 1); /* the budget key's range */
+    LPE_ASSERT(s->be->with_state && s->be->with_grad); /* asked for by backend_flags */
+
+    const int k = s->k;
+    s->movable = lpe_calloc((size_t)k, sizeof *s->movable);
+    s->MS = 1;
     for (int j = 0; j < k; j++) {
         int nj = lpe_dist_support(d, j);
-        if (nj > 1) movable[n_mov++] = j;
-        MS = nj > MS ? nj : MS;
+        if (nj > 1) s->movable[s->n_mov++] = j;
+        s->MS = nj > s->MS ? nj : s->MS;
     }
-    if (n_mov == 0) movable[n_mov++] = 0; /* a single input: proposals repeat it, all accepted */
+    if (s->n_mov == 0) s->movable[s->n_mov++] = 0; /* a single input: proposals repeat it, all accepted */
 
-    int32_t *cur = lpe_calloc((size_t)R * k, sizeof *cur);    /* [R, k] walker states (host copy) */
-    int32_t *prop = lpe_calloc((size_t)R * k, sizeof *prop);  /* [R, k] proposals */
-    double *cur_s = lpe_calloc((size_t)R, sizeof *cur_s);     /* [R] s(x) */
-    int32_t *cur_hit = lpe_calloc((size_t)R, sizeof *cur_hit);/* [R] 1[M(x) = t] */
-    int32_t *pos = lpe_calloc((size_t)R, sizeof *pos);        /* [R] chosen position */
-    int32_t *yloc = lpe_calloc((size_t)R, sizeof *yloc);      /* [R] proposed local index */
-    int32_t *xloc = lpe_calloc((size_t)R, sizeof *xloc);      /* [R] current local index */
-    double *lphi_fwd = lpe_calloc((size_t)R, sizeof *lphi_fwd); /* [R] log phi(y | x) */
-    float *sc = lpe_calloc((size_t)R * MS, sizeof *sc);       /* [R, MS] scores at pos */
-    double *cdf = lpe_calloc((size_t)R * MS, sizeof *cdf);    /* [R, MS] (one per row: OpenMP) */
-    uint8_t *acc = lpe_calloc((size_t)R, sizeof *acc);        /* [R] accepted */
-    int32_t *row_t = lpe_calloc((size_t)R, sizeof *row_t);    /* [R] target token */
-    int32_t *argmax = lpe_calloc((size_t)R, sizeof *argmax);  /* [R] */
-    float *tl = lpe_calloc((size_t)R, sizeof *tl);            /* [R] */
-    int32_t *ibuf = lpe_calloc((size_t)R * 3, sizeof *ibuf);  /* [3, R] chain columns */
-    float *scol = lpe_calloc((size_t)R, sizeof *scol);        /* [R] chain score column */
-    walker_stats *ws = lpe_calloc((size_t)T * W, sizeof *ws); /* [T, W] */
-    for (long long i = 0; i < (long long)T * W; i++) ws[i].log_a = ws[i].log_b = -INFINITY;
-    chain_out chains = {0};
-    if (save) chain_open(&chains, (hid_t)ctx->out_group, k);
+    const size_t R = (size_t)s->R, MS = (size_t)s->MS;
+    s->cur = lpe_calloc(R * k, sizeof *s->cur);
+    s->prop = lpe_calloc(R * k, sizeof *s->prop);
+    s->cur_s = lpe_calloc(R, sizeof *s->cur_s);
+    s->cur_hit = lpe_calloc(R, sizeof *s->cur_hit);
+    s->pos = lpe_calloc(R, sizeof *s->pos);
+    s->yloc = lpe_calloc(R, sizeof *s->yloc);
+    s->xloc = lpe_calloc(R, sizeof *s->xloc);
+    s->lphi_fwd = lpe_calloc(R, sizeof *s->lphi_fwd);
+    s->sc = lpe_calloc(R * MS, sizeof *s->sc);
+    s->cdf = lpe_calloc(R * MS, sizeof *s->cdf);
+    s->acc = lpe_calloc(R, sizeof *s->acc);
+    s->row_t = lpe_calloc(R, sizeof *s->row_t);
+    s->argmax = lpe_calloc(R, sizeof *s->argmax);
+    s->tl = lpe_calloc(R, sizeof *s->tl);
+    s->ibuf = lpe_calloc(R * 3, sizeof *s->ibuf);
+    s->scol = lpe_calloc(R, sizeof *s->scol);
+    s->ws = lpe_calloc((size_t)s->T * s->W, sizeof *s->ws);
+    for (long long i = 0; i < (long long)s->T * s->W; i++) s->ws[i].log_a = s->ws[i].log_b = -INFINITY;
+    s->fo = (lpe_fwd_out){.argmax = s->argmax, .target_logit = s->tl};
+    if (s->save) chain_open(&s->chains, (hid_t)ctx->out_group, k);
+}
 
-    lpe_progress prog;
-    lpe_progress_begin(&prog, "mhis");
-    const long long rows_total = (long long)T * W;
-    for (long long c0 = 0; c0 < rows_total; c0 += R) {
-        const int nr = (int)(rows_total - c0 < R ? rows_total - c0 : R);
-        /* initial states from D, evaluated once and committed as the walker state */
-        for (int q = 0; q < nr; q++) {
-            const long long g = c0 + q;
-            row_t[q] = ctx->targets[g / W];
-            lpe_dist_sample(cur + (size_t)q * k, d, ctx->seed,
-                            lpe_stream(LPE_STREAM_MHIS, (uint32_t)row_t[q]),
-                            (1ull << 62) + (uint64_t)(g % W), 1);
-        }
-        be->load_tokens(be, cur, nr);
-        lpe_fwd_out fo = {.argmax = argmax, .target_logit = tl};
-        be->forward(be, &fo, row_t, nr, 1);
-        memset(acc, 1, (size_t)nr);
-        be->commit_state(be, acc, nr);
-        for (int q = 0; q < nr; q++) {
-            cur_s[q] = tl[q];
-            cur_hit[q] = argmax[q] == row_t[q];
-        }
+/* Rows c0 .. c0 + nr: initial states from D, evaluated once and committed as the walker state. */
+static void mhis_chunk_start(mhis_state *s, long long c0, int nr) {
+    const int k = s->k;
+    for (int q = 0; q < nr; q++) {
+        const long long g = c0 + q;
+        s->row_t[q] = s->ctx->targets[g / s->W];
+        lpe_dist_sample(s->cur + (size_t)q * k, s->d, s->ctx->seed,
+                        lpe_stream(LPE_STREAM_MHIS, (uint32_t)s->row_t[q]),
+                        (1ull << 62) + (uint64_t)(g % s->W), 1);
+    }
+    s->be->load_tokens(s->be, s->cur, nr);
+    s->be->forward(s->be, &s->fo, s->row_t, nr, 1);
+    for (int q = 0; q < nr; q++) s->acc[q] = 1;
+    s->be->commit_state(s->be, s->acc, nr);
+    for (int q = 0; q < nr; q++) {
+        s->cur_s[q] = s->tl[q];
+        s->cur_hit[q] = s->argmax[q] == s->row_t[q];
+    }
+}
 
-        for (long long st = 0; st < steps; st++) {
-            /* propose from the state's scores at a random movable position */
-            for (int q = 0; q < nr; q++) {
-                uint32_t w[4];
-                lpe_rng4(w, ctx->seed, lpe_stream(LPE_STREAM_MHIS, (uint32_t)row_t[q]),
-                         (uint64_t)((c0 + q) % W), (uint32_t)(2 * st));
-                pos[q] = movable[lpe_below(w[0], (uint32_t)n_mov)];
-                acc[q] = 0;
-                /* keep the proposal's uniform in yloc's slot until scores are back */
-                lphi_fwd[q] = lpe_u01_53(w[1], w[2]);
-            }
-            be->scores_at(be, sc, MS, pos, LPE_BUF_STATE, nr);
-            #pragma omp parallel for schedule(static)
-            for (int q = 0; q < nr; q++) {
-                const int j = pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
-                const double *lp = d->log_probs + d->offsets[f];
-                double *cq = cdf + (size_t)q * MS;
-                const double logZ = lpe_tilted_cdf(cq, lp, sc + (size_t)q * MS, NULL, inv_T, nj);
-                const int y = lpe_tilted_pick(cq, nj, lphi_fwd[q]);
-                yloc[q] = y;
-                xloc[q] = d->local_of[(size_t)f * V + cur[(size_t)q * k + j]];
-                lphi_fwd[q] = lpe_tilted_logq(lp[y], sc[(size_t)q * MS + y], inv_T, logZ);
-                memcpy(prop + (size_t)q * k, cur + (size_t)q * k, sizeof(int32_t) * k);
-                prop[(size_t)q * k + j] = d->values[d->offsets[f] + y];
-            }
-            be->load_tokens(be, prop, nr);
-            be->forward(be, &fo, row_t, nr, 1);
-            be->scores_at(be, sc, MS, pos, LPE_BUF_BATCH, nr);
-            const int record = st >= burn;
-            for (int q = 0; q < nr; q++) {
-                const int j = pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
-                const double *lp = d->log_probs + d->offsets[f];
-                const double logZr = lpe_tilted_cdf(cdf + (size_t)q * MS, lp, sc + (size_t)q * MS,
-                                                     NULL, inv_T, nj);
-                const double lphi_rev =
-                    lpe_tilted_logq(lp[xloc[q]], sc[(size_t)q * MS + xloc[q]], inv_T, logZr);
-                const double log_ratio = ((double)tl[q] - cur_s[q]) * inv_T + lp[yloc[q]] -
-                                         lp[xloc[q]] + lphi_rev - lphi_fwd[q];
-                uint32_t w[4];
-                lpe_rng4(w, ctx->seed, lpe_stream(LPE_STREAM_MHIS, (uint32_t)row_t[q]),
-                         (uint64_t)((c0 + q) % W), (uint32_t)(2 * st + 1));
-                const double u = lpe_u01_53(w[0], w[1]);
-                acc[q] = log(u) < log_ratio;
-                walker_stats *s = &ws[c0 + q];
-                if (acc[q]) {
-                    memcpy(cur + (size_t)q * k, prop + (size_t)q * k, sizeof(int32_t) * k);
-                    cur_s[q] = tl[q];
-                    cur_hit[q] = argmax[q] == row_t[q];
-                }
-                if (record) {
-                    s->accepts += acc[q];
-                    s->proposals += 1;
-                    const double e = -cur_s[q] * inv_T;
-                    s->log_b = lse_add(s->log_b, e);
-                    if (cur_hit[q]) s->log_a = lse_add(s->log_a, e);
-                    s->hits += cur_hit[q];
-                    s->n += 1;
-                    const double dlt = cur_s[q] - s->s_mean;
-                    s->s_mean += dlt / s->n;
-                    s->s_m2 += dlt * (cur_s[q] - s->s_mean);
-                }
-            }
-            be->commit_state(be, acc, nr);
-            if (save && record && (st - burn) % stride == 0) {
-                for (int q = 0; q < nr; q++) {
-                    scol[q] = (float)cur_s[q];
-                    ibuf[q] = row_t[q];
-                    ibuf[R + q] = (int32_t)((c0 + q) % W);
-                    ibuf[2 * R + q] = (int32_t)(st - burn);
-                }
-                lpe_h5_stream_append(chains.tokens, H5T_NATIVE_INT32, k, nr, cur);
-                lpe_h5_stream_append(chains.score, H5T_NATIVE_FLOAT, 0, nr, scol);
-                lpe_h5_stream_append(chains.accept, H5T_NATIVE_UINT8, 0, nr, acc);
-                lpe_h5_stream_append(chains.target, H5T_NATIVE_INT32, 0, nr, ibuf);
-                lpe_h5_stream_append(chains.walker, H5T_NATIVE_INT32, 0, nr, ibuf + R);
-                lpe_h5_stream_append(chains.step, H5T_NATIVE_INT32, 0, nr, ibuf + 2 * R);
-            }
-            lpe_progress_update(&prog, (double)c0 * steps + (double)nr * (st + 1),
-                                (double)rows_total * steps, "walker steps");
+/* Step st: a random movable position per row, y ~ phi(. | x) from the state's scores there. */
+static void mhis_propose(mhis_state *s, long long c0, int nr, long long st) {
+    const lpe_dist *d = s->d;
+    const int k = s->k, MS = s->MS, V = s->V;
+    for (int q = 0; q < nr; q++) {
+        uint32_t w[4];
+        lpe_rng4(w, s->ctx->seed, lpe_stream(LPE_STREAM_MHIS, (uint32_t)s->row_t[q]),
+                 (uint64_t)((c0 + q) % s->W), (uint32_t)(2 * st));
+        s->pos[q] = s->movable[lpe_below(w[0], (uint32_t)s->n_mov)];
+        s->acc[q] = 0;
+        /* keep the proposal's uniform in lphi_fwd's slot until scores are back */
+        s->lphi_fwd[q] = lpe_u01_53(w[1], w[2]);
+    }
+    s->be->scores_at(s->be, s->sc, MS, s->pos, LPE_BUF_STATE, nr);
+    #pragma omp parallel for schedule(static)
+    for (int q = 0; q < nr; q++) {
+        const int j = s->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
+        const double *lp = d->log_probs + d->offsets[f];
+        double *cq = s->cdf + (size_t)q * MS;
+        const float *sq = s->sc + (size_t)q * MS;
+        const double logZ = lpe_tilted_cdf(cq, lp, sq, NULL, s->inv_T, nj);
+        const int y = lpe_tilted_pick(cq, nj, s->lphi_fwd[q]);
+        s->yloc[q] = y;
+        s->xloc[q] = d->local_of[(size_t)f * V + s->cur[(size_t)q * k + j]];
+        s->lphi_fwd[q] = lpe_tilted_logq(lp[y], sq[y], s->inv_T, logZ);
+        memcpy(s->prop + (size_t)q * k, s->cur + (size_t)q * k, sizeof(int32_t) * k);
+        s->prop[(size_t)q * k + j] = d->values[d->offsets[f] + y];
+    }
+}
+
+/* Evaluate the proposals and accept or reject them (Metropolis-Hastings); commit the state. */
+static void mhis_accept(mhis_state *s, long long c0, int nr, long long st) {
+    const lpe_dist *d = s->d;
+    const int k = s->k, MS = s->MS;
+    s->be->load_tokens(s->be, s->prop, nr);
+    s->be->forward(s->be, &s->fo, s->row_t, nr, 1);
+    s->be->scores_at(s->be, s->sc, MS, s->pos, LPE_BUF_BATCH, nr);
+    for (int q = 0; q < nr; q++) {
+        const int j = s->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
+        const double *lp = d->log_probs + d->offsets[f];
+        const float *sq = s->sc + (size_t)q * MS;
+        const double logZr = lpe_tilted_cdf(s->cdf + (size_t)q * MS, lp, sq, NULL, s->inv_T, nj);
+        const double lphi_rev = lpe_tilted_logq(lp[s->xloc[q]], sq[s->xloc[q]], s->inv_T, logZr);
+        const double log_ratio = ((double)s->tl[q] - s->cur_s[q]) * s->inv_T + lp[s->yloc[q]] -
+                                 lp[s->xloc[q]] + lphi_rev - s->lphi_fwd[q];
+        uint32_t w[4];
+        lpe_rng4(w, s->ctx->seed, lpe_stream(LPE_STREAM_MHIS, (uint32_t)s->row_t[q]),
+                 (uint64_t)((c0 + q) % s->W), (uint32_t)(2 * st + 1));
+        const double u = lpe_u01_53(w[0], w[1]);
+        s->acc[q] = log(u) < log_ratio;
+        if (s->acc[q]) {
+            memcpy(s->cur + (size_t)q * k, s->prop + (size_t)q * k, sizeof(int32_t) * k);
+            s->cur_s[q] = s->tl[q];
+            s->cur_hit[q] = s->argmax[q] == s->row_t[q];
         }
     }
-    lpe_progress_end(&prog);
-    if (save) chain_close(&chains);
+    s->be->commit_state(s->be, s->acc, nr);
+}
 
+/* After burn-in: every walker's step into its statistics; every stride-th step into the chains. */
+static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
+    if (st < s->burn) return;
+    for (int q = 0; q < nr; q++) {
+        walker_stats *w = &s->ws[c0 + q];
+        const double c = s->cur_s[q];
+        w->accepts += s->acc[q];
+        w->proposals += 1;
+        const double e = -c * s->inv_T;
+        w->log_b = lse_add(w->log_b, e);
+        if (s->cur_hit[q]) w->log_a = lse_add(w->log_a, e);
+        w->hits += s->cur_hit[q];
+        w->n += 1;
+        const double dlt = c - w->s_mean;
+        w->s_mean += dlt / w->n;
+        w->s_m2 += dlt * (c - w->s_mean);
+    }
+    if (!s->save || (st - s->burn) % s->stride != 0) return;
+    const int R = s->R;
+    for (int q = 0; q < nr; q++) {
+        s->scol[q] = (float)s->cur_s[q];
+        s->ibuf[q] = s->row_t[q];
+        s->ibuf[R + q] = (int32_t)((c0 + q) % s->W);
+        s->ibuf[2 * R + q] = (int32_t)(st - s->burn);
+    }
+    lpe_h5_stream_append(s->chains.tokens, H5T_NATIVE_INT32, s->k, nr, s->cur);
+    lpe_h5_stream_append(s->chains.score, H5T_NATIVE_FLOAT, 0, nr, s->scol);
+    lpe_h5_stream_append(s->chains.accept, H5T_NATIVE_UINT8, 0, nr, s->acc);
+    lpe_h5_stream_append(s->chains.target, H5T_NATIVE_INT32, 0, nr, s->ibuf);
+    lpe_h5_stream_append(s->chains.walker, H5T_NATIVE_INT32, 0, nr, s->ibuf + R);
+    lpe_h5_stream_append(s->chains.step, H5T_NATIVE_INT32, 0, nr, s->ibuf + 2 * R);
+}
+
+/* Target t's estimate, standard error across walkers and diagnostics from its walkers' stats. */
+static void mhis_finish_target(const mhis_state *st, lpe_est_out *out, int t, double *acc_rate,
+                               double *rhat, double *hitfrac, double *hits) {
+    const int W = st->W;
+    const walker_stats *s = st->ws + (size_t)t * W;
+    double m = -INFINITY, A = 0, Bsum = 0, na = 0, np = 0, nh = 0, h = 0;
+    for (int w = 0; w < W; w++) m = s[w].log_b > m ? s[w].log_b : m;
+    for (int w = 0; w < W; w++) {
+        A += exp(s[w].log_a - m);
+        Bsum += exp(s[w].log_b - m);
+        na += s[w].accepts;
+        np += s[w].proposals;
+        nh += s[w].hits > 0;
+        h += s[w].hits;
+    }
+    const double P = A / Bsum;
+    double v = 0;
+    for (int w = 0; w < W; w++) {
+        const double r = exp(s[w].log_a - m) - P * exp(s[w].log_b - m);
+        v += r * r;
+    }
+    out->estimate[t] = P;
+    out->std_error[t] = sqrt(v * W / (W - 1.0)) / Bsum;
+    out->model_calls[t] = (double)W * (1 + st->steps);
+    acc_rate[t] = np > 0 ? na / np : NAN;
+    hitfrac[t] = nh / W;
+    hits[t] = h;
+    /* R-hat: between-walker variance of the means against the mean within-walker variance */
+    double mean = 0, wv = 0, bv = 0, n = s[0].n;
+    for (int w = 0; w < W; w++) mean += s[w].s_mean / W;
+    for (int w = 0; w < W; w++) {
+        wv += (s[w].n > 1 ? s[w].s_m2 / (s[w].n - 1) : 0) / W;
+        bv += (s[w].s_mean - mean) * (s[w].s_mean - mean) / (W - 1);
+    }
+    rhat[t] = wv > 0 && n > 1 ? sqrt(((n - 1) / n * wv + bv) / wv) : NAN;
+}
+
+static void mhis_finish(mhis_state *s, lpe_est_out *out) {
+    if (s->save) chain_close(&s->chains);
     double *acc_rate = lpe_est_out_diag(out, "acceptance_rate");
     double *rhat = lpe_est_out_diag(out, "rhat_score");
     double *hitfrac = lpe_est_out_diag(out, "walkers_with_hits");
     double *hits = lpe_est_out_diag(out, "hits");
-    for (int t = 0; t < T; t++) {
-        const walker_stats *s = ws + (size_t)t * W;
-        double m = -INFINITY, A = 0, Bsum = 0, na = 0, np = 0, nh = 0, h = 0;
-        for (int w = 0; w < W; w++) m = s[w].log_b > m ? s[w].log_b : m;
-        for (int w = 0; w < W; w++) {
-            A += exp(s[w].log_a - m);
-            Bsum += exp(s[w].log_b - m);
-            na += s[w].accepts;
-            np += s[w].proposals;
-            nh += s[w].hits > 0;
-            h += s[w].hits;
+    for (int t = 0; t < s->T; t++) mhis_finish_target(s, out, t, acc_rate, rhat, hitfrac, hits);
+    free(s->movable); free(s->cur); free(s->prop); free(s->cur_s); free(s->cur_hit); free(s->pos);
+    free(s->yloc); free(s->xloc); free(s->lphi_fwd); free(s->sc); free(s->cdf); free(s->acc);
+    free(s->row_t); free(s->argmax); free(s->tl); free(s->ibuf); free(s->scol); free(s->ws);
+}
+
+static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
+    mhis_state s;
+    mhis_init(&s, ctx);
+    lpe_progress prog;
+    lpe_progress_begin(&prog, "mhis");
+    const long long rows_total = (long long)s.T * s.W;
+    /* walker rows beyond the backend's batch run in chunks, one after another */
+    for (long long c0 = 0; c0 < rows_total; c0 += s.R) {
+        const int nr = (int)(rows_total - c0 < s.R ? rows_total - c0 : s.R);
+        mhis_chunk_start(&s, c0, nr);
+        for (long long st = 0; st < s.steps; st++) {
+            mhis_propose(&s, c0, nr, st);
+            mhis_accept(&s, c0, nr, st);
+            mhis_record(&s, c0, nr, st);
+            lpe_progress_update(&prog, (double)c0 * s.steps + (double)nr * (st + 1),
+                                (double)rows_total * s.steps, "walker steps");
         }
-        const double P = A / Bsum;
-        double v = 0;
-        for (int w = 0; w < W; w++) {
-            const double r = exp(s[w].log_a - m) - P * exp(s[w].log_b - m);
-            v += r * r;
-        }
-        out->estimate[t] = P;
-        out->std_error[t] = sqrt(v * W / (W - 1.0)) / Bsum;
-        out->model_calls[t] = (double)W * (1 + steps);
-        acc_rate[t] = np > 0 ? na / np : NAN;
-        hitfrac[t] = nh / W;
-        hits[t] = h;
-        /* R-hat: between-walker variance of the means against the mean within-walker variance */
-        double mean = 0, wv = 0, bv = 0, n = s[0].n;
-        for (int w = 0; w < W; w++) mean += s[w].s_mean / W;
-        for (int w = 0; w < W; w++) {
-            wv += (s[w].n > 1 ? s[w].s_m2 / (s[w].n - 1) : 0) / W;
-            bv += (s[w].s_mean - mean) * (s[w].s_mean - mean) / (W - 1);
-        }
-        rhat[t] = wv > 0 && n > 1 ? sqrt(((n - 1) / n * wv + bv) / wv) : NAN;
     }
-    free(movable); free(cur); free(prop); free(cur_s); free(cur_hit); free(pos); free(yloc);
-    free(xloc); free(lphi_fwd); free(sc); free(cdf); free(acc); free(row_t); free(argmax);
-    free(tl); free(ibuf); free(scol); free(ws);
+    lpe_progress_end(&prog);
+    mhis_finish(&s, out);
 }
 
 const lpe_estimator lpe_est_mhis = {
@@ -279,5 +363,7 @@ const lpe_estimator lpe_est_mhis = {
     .summary = "Metropolis-Hastings importance sampling (Wu & Hilton 2024)",
     .params = mhis_params,
     .backend_flags = LPE_BE_GRAD | LPE_BE_STATE,
+    .opts_size = sizeof(mhis_opts),
+    .parse = mhis_parse,
     .run = mhis_run,
 };

@@ -29,26 +29,45 @@
 #include "lpe/h5io.h"
 #include "lpe/qld_core.h"
 
+typedef struct { /* the section, typed (parsed once at load time) */
+    char variant[16];   /* paper | arc, as written (the note names it) */
+    int variant_id;     /* LPE_QLD_PAPER | LPE_QLD_ARC */
+    int batch, count_batch, save_activations;
+} qld_opts;
+
+static void qld_parse(void *opts, const lpe_params *p) {
+    qld_opts *o = opts;
+    const char *variant = lpe_param_str(p, "variant");
+    const long long n = lpe_param_int(p, "budget");
+    if (!strcmp(variant, "paper")) o->variant_id = LPE_QLD_PAPER;
+    else if (!strcmp(variant, "arc")) o->variant_id = LPE_QLD_ARC;
+    else lpe_params_fail(p, "variant", "expected paper or arc, got '%s'", variant);
+    if (n < 2 || n > 1ll << 30) lpe_params_fail(p, "budget", "qld needs 2 <= budget <= 2^30 activation samples, got %lld", n);
+    snprintf(o->variant, sizeof o->variant, "%s", variant);
+    o->batch = (int)lpe_param_int(p, "batch");
+    o->count_batch = (int)lpe_param_int(p, "count_batch");
+    o->save_activations = lpe_param_bool(p, "save_activations");
+}
+
 static void qld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     const int T = ctx->n_targets, D = ctx->model->cfg.d_model, V = ctx->model->cfg.d_vocab;
     const long long n = ctx->budget;
-    const char *variant = lpe_param_str(ctx->params, "variant");
+    const qld_opts *opt = ctx->opts;
+    const char *variant = opt->variant;
+    LPE_ASSERT(n >= 2 && n <= 1ll << 30); /* qld_parse checked the budget */
     lpe_qld_opts o;
     lpe_qld_opts_default(&o);
-    if (!strcmp(variant, "paper")) o.variant = LPE_QLD_PAPER;
-    else if (!strcmp(variant, "arc")) o.variant = LPE_QLD_ARC;
-    else lpe_params_fail(ctx->params, "variant", "expected paper or arc, got '%s'", variant);
-    if (n < 2 || n > 1ll << 30) lpe_params_fail(ctx->params, "budget", "qld needs 2 <= budget <= 2^30 activation samples, got %lld", n);
-    o.block_rows = (int)lpe_param_int(ctx->params, "count_batch");
+    o.variant = opt->variant_id;
+    o.block_rows = opt->count_batch;
     o.seed = ctx->seed;
 
     float *act = lpe_calloc((size_t)n * D, sizeof *act); /* [n, D] */
     char label[300];
     snprintf(label, sizeof label, "qld %s: activations", ctx->dist->name);
-    lpe_act_samples(act, NULL, ctx, n, (int)lpe_param_int(ctx->params, "batch"), label);
-    if (lpe_param_bool(ctx->params, "save_activations")) lpe_act_save(ctx, act, n);
+    lpe_act_samples(act, NULL, ctx, n, opt->batch, label);
+    if (opt->save_activations) lpe_act_save(ctx, act, n);
 
-    const int save = lpe_param_bool(ctx->params, "save_activations");
+    const int save = opt->save_activations;
     int64_t *count = lpe_calloc((size_t)T + 1, sizeof *count);   /* [T] */
     lpe_qld_dir *dir = lpe_calloc((size_t)T + 1, sizeof *dir);   /* [T] */
     double *dirs = save ? lpe_calloc((size_t)T * D + 1, sizeof *dirs) : NULL; /* [T, D] */
@@ -106,5 +125,7 @@ const lpe_estimator lpe_est_qld = {
     .summary = "quadratic logit decomposition over budget activation samples (variant paper|arc)",
     .params = qld_params,
     .backend_flags = 0,
+    .opts_size = sizeof(qld_opts),
+    .parse = qld_parse,
     .run = qld_run,
 };

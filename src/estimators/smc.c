@@ -49,6 +49,21 @@ static const lpe_param_spec smc_params[] = {
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 
+typedef struct { /* the section, typed (parsed once at load time) */
+    int particles;      /* N */
+    double temperature;
+    double ess;
+    int moves;
+} smc_opts;
+
+static void smc_parse(void *opts, const lpe_params *p) {
+    smc_opts *o = opts;
+    o->particles = (int)lpe_param_int(p, "particles");
+    o->temperature = lpe_param_double(p, "temperature");
+    o->ess = lpe_param_double(p, "ess");
+    o->moves = (int)lpe_param_int(p, "moves");
+}
+
 typedef struct {
     double beta, log_Z, min_ess, accepts, proposals;
     double sum;        /* sum over recorded populations of sum_i W_i h_i e^{log Z - beta s_i} */
@@ -218,17 +233,18 @@ static void group_finish(smc_sys *s, lpe_est_out *out, int t0) {
 
 static void smc_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     smc_sys s = {0};
-    s.N = (int)lpe_param_int(ctx->params, "particles");
-    s.beta_max = 1.0 / lpe_param_double(ctx->params, "temperature");
-    s.ess = lpe_param_double(ctx->params, "ess");
-    s.moves = (int)lpe_param_int(ctx->params, "moves");
+    const smc_opts *opt = ctx->opts;
+    s.N = opt->particles;
+    s.beta_max = 1.0 / opt->temperature;
+    s.ess = opt->ess;
+    s.moves = opt->moves;
     s.budget = ctx->budget, s.seed = ctx->seed;
     if (s.N > ctx->be->max_batch)
-        lpe_params_fail(ctx->params, "particles", "%d particles do not fit the backend's batch of %d rows",
-                        s.N, ctx->be->max_batch);
+        lpe_est_fail(ctx, "particles", "%d particles do not fit the backend's batch of %d rows",
+                     s.N, ctx->be->max_batch);
     if (ctx->budget < s.N)
-        lpe_params_fail(ctx->params, "particles", "the budget (%lld calls) is below the %d start particles",
-                        ctx->budget, s.N);
+        lpe_est_fail(ctx, "particles", "the budget (%lld calls) is below the %d start particles",
+                     ctx->budget, s.N);
     const int Gmax = ctx->be->max_batch / s.N;
     lpe_walkers_init(&s.w, ctx->be, Gmax * s.N);
     s.tg = lpe_calloc((size_t)Gmax, sizeof *s.tg);
@@ -255,5 +271,7 @@ const lpe_estimator lpe_est_smc = {
     .summary = "tempered SMC to p e^{s/T}: an unbiased Z in place of MHIS's harmonic mean",
     .params = smc_params,
     .backend_flags = LPE_BE_GRAD | LPE_BE_STATE,
+    .opts_size = sizeof(smc_opts),
+    .parse = smc_parse,
     .run = smc_run,
 };

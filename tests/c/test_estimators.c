@@ -95,11 +95,14 @@ static void run_method(lpe_est_out *o, world *w, const char *name, const int32_t
         snprintf(key, sizeof key, "%.*s", (int)(eq - kv[i]), kv[i]);
         lpe_params_set(&p, key, eq + 1, 0);
     }
+    void *opts = lpe_calloc(1, e->opts_size + 1); /* the method's typed options */
+    if (e->parse) e->parse(opts, &p);
     lpe_est_ctx ctx = {.model = &w->m, .dist = &w->d, .be = w->be, .targets = targets,
-                       .n_targets = T, .seed = seed, .budget = budget, .params = &p,
+                       .n_targets = T, .seed = seed, .budget = budget, .opts = opts,
                        .out_group = group};
     lpe_est_out_init(o, T);
     e->run(o, &ctx);
+    free(opts);
 }
 
 /* Mean of R seeded runs within 4 standard errors of the exact P, for every target. */

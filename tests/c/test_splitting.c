@@ -85,8 +85,10 @@ static void runs(double *mean, double *sd, space *sp, const char *name, const in
             snprintf(key, sizeof key, "%.*s", (int)(eq - kv[i]), kv[i]);
             lpe_params_set(&p, key, eq + 1, 0);
         }
+        void *opts = lpe_calloc(1, e->opts_size + 1); /* the method's typed options */
+        if (e->parse) e->parse(opts, &p);
         lpe_est_ctx ctx = {.model = &sp->m, .dist = &sp->d, .be = sp->be, .targets = tg,
-                           .n_targets = T, .seed = 100 + r, .budget = budget, .params = &p,
+                           .n_targets = T, .seed = 100 + r, .budget = budget, .opts = opts,
                            .out_group = -1};
         lpe_est_out o;
         lpe_est_out_init(&o, T);
@@ -96,6 +98,7 @@ static void runs(double *mean, double *sd, space *sp, const char *name, const in
             mare_[t] += fabs(o.estimate[t] / sp->P[tg[t]] - 1) / R;
         }
         lpe_est_out_free(&o);
+        free(opts);
     }
     for (int t = 0; t < T; t++) {
         mean[t] = s1[t] / R;
