@@ -13,7 +13,7 @@ static void usage(FILE *f) {
             "           [--heads H] [--d-head Dh] [--d-mlp F] [--vocab V] [--ctx C]\n"
             "           [--act gelu|gelu_new|relu] [--attn-only] [--ln-eps E] [--b-U]\n"
             "           [--seed S] [--force]\n\n"
-            "Writes a random model in the SPEC-8 layout. Init (as the paper's code): normal with\n"
+            "Writes a random model in the docs/methods.md §8 layout. Init (as the paper's code): normal with\n"
             "std D^-1/2 for W_E, W_Q, W_K, W_V, W_in, W_U; (4D)^-1/2 for W_pos; (H Dh L)^-1/2 for\n"
             "W_O; (F L)^-1/2 for W_out; zero biases; unit LayerNorm gains. Seeded (Philox).\n"
             "Presets: gelu-1l, gelu-2l, gelu-4l (D 512, H 8 x 64, F 2048, V 48262, C 1024),\n"

@@ -1,4 +1,4 @@
-/* cmd_report.c: `lpe report RESULTS.h5 ...`: the paper-style tables (SPEC 6) from results files,
+/* cmd_report.c: `lpe report RESULTS.h5 ...`: the paper-style tables (docs/methods.md §6) from results files,
  * one file per model, as markdown or CSV.
  *
  * Dimension legend: NF = results files (models), ND = distributions of a file, NM = methods.

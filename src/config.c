@@ -4,7 +4,7 @@
  *
  *   [experiment]
  *   model = path/to/model.h5          ; paths are relative to the INI file's directory
- *   distributions = path/to/dists.h5  ; SPEC-8 distribution file
+ *   distributions = path/to/dists.h5  ; methods.md §8 distribution file
  *   names = hex, camel                ; groups to run (default: all in the file, in file order)
  *   truth = path/truth_{dist}.h5      ; ground-truth file per distribution ({dist} = its name;
  *                                     ; required when several run), `exact` (enumerate during the
@@ -19,7 +19,7 @@
  *
  *   [targets]
  *   count = 16                        ; per distribution, uniformly among tokens whose true
- *   p_min = 1e-9                      ; probability lies in [p_min, p_max] (SPEC 5)
+ *   p_min = 1e-9                      ; probability lies in [p_min, p_max] (methods.md §5)
  *   p_max = 1e-5
  *   list = 5, 17                      ; explicit targets instead (any length; continue a long
  *                                     ; list on indented lines)

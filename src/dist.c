@@ -1,4 +1,4 @@
-/* dist.c: input distributions D = D_1 x ... x D_k (SPEC 1, 8): load and validate, normalise,
+/* dist.c: input distributions D = D_1 x ... x D_k (methods.md §1, §8): load and validate, normalise,
  * Walker alias tables, sampling with the shared Philox layout, log p(x), exact enumeration,
  * canonical sha256, save.
  *

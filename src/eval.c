@@ -1,4 +1,4 @@
-/* eval.c: the paper's scoring (SPEC 6) and the evaluation of results files; see eval.h.
+/* eval.c: the paper's scoring (methods.md §6) and the evaluation of results files; see eval.h.
  *
  * Dimension legend: T = targets of a (model, distribution), n = targets in a fit, NM = methods of
  *   a distribution, ND = distributions of a results file.

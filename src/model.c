@@ -1,4 +1,4 @@
-/* model.c: model files (SPEC 8): load with full validation, save atomically, random init.
+/* model.c: model files (methods.md §8): load with full validation, save atomically, random init.
  *
  * Dimension legend: L layers, D d_model, H heads, Dh d_head, F d_mlp, V d_vocab, C n_ctx.
  *

@@ -1,4 +1,4 @@
-/* qld_core.c: the mathematics of QLD and GLD (SPEC 4), see qld.h for the notation.
+/* qld_core.c: the mathematics of QLD and GLD (methods.md §4), see qld.h for the notation.
  *
  * Dimension legend: n = activation samples, D = d_model, V = d_vocab, T = targets,
  *   nb = rows of a logits block, m = constraints in the Hildreth working set, a = active ones.
@@ -346,7 +346,7 @@ void lpe_qld_direction(double *z, lpe_qld_dir *info, const double *P, const doub
     free(mem);
 }
 
-/* The public code's search, step by step (SPEC 4 (iii)): from x = 0, at step it
+/* The public code's search, step by step (methods.md §4 (iii)): from x = 0, at step it
  *   1. margins m = G x + h, the target's own row given the value 100 (it is identically 0);
  *   2. the "unsatisfied" set {v : m_v < 1e-9}; pick one uniformly (Philox word of draw it);
  *   3. project x onto that constraint's hyperplane: x += (-m_r / |g_r|^2) g_r;

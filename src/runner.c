@@ -338,7 +338,7 @@ static void run_dist(experiment *x, int d) {
 
 static void finish(experiment *x) {
     lpe_results_backend(x->out.file, x->be);
-    /* scores (SPEC 6) inside the file, so a notebook needs no lpe to read them; `lpe report
+    /* scores (methods.md §6) inside the file, so a notebook needs no lpe to read them; `lpe report
      * --zero` can rescore with another zero rule */
     lpe_eval_results((int64_t)x->out.file, x->out.tmp, LPE_ZERO_CONST);
     lpe_h5_commit(&x->out);

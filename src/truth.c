@@ -1,5 +1,5 @@
-/* truth.c: ground truth (SPEC 5): argmax counts over numbered samples, exact enumeration, and
- * the ground-truth file (SPEC 8) with its checkpoints and merging of shards. See truth.h.
+/* truth.c: ground truth (methods.md §5): argmax counts over numbered samples, exact enumeration, and
+ * the ground-truth file (methods.md §8) with its checkpoints and merging of shards. See truth.h.
  *
  * Dimension legend: V = d_vocab, B = batch rows, k = positions, R = sample ranges.
  */

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""convert_checkpoint.py: public transformer checkpoints -> lpe model files (SPEC 8).
+"""convert_checkpoint.py: public transformer checkpoints -> lpe model files (docs/methods.md §8).
 
 usage:
   tools/convert_checkpoint.py tl   --checkpoint model_final.pth [--config config.json]
@@ -10,7 +10,7 @@ usage:
 tl    a TransformerLens state dict saved with torch.save, such as the paper's models
       NeelNanda/GELU_{1,2,4}L512W_C4_Code (file model_final.pth, with config.json beside it;
       tokenizer NeelNanda/gpt-neox-tokenizer-digits). Keys embed.W_E, pos_embed.W_pos,
-      blocks.{i}.ln1.w ... unembed.W_U become the datasets embed/W_E, ... unchanged (SPEC 8 is
+      blocks.{i}.ln1.w ... unembed.W_U become the datasets embed/W_E, ... unchanged (docs/methods.md §8 is
       the TransformerLens layout); the attention buffers blocks.{i}.attn.mask / IGNORE are
       skipped; unembed.b_U is kept when present and not all zero (the paper's models have none).
       Without --config the shape is read off the tensors and act_fn / ln_eps come from
@@ -328,7 +328,7 @@ def token_bytes(tokenizer: str, d_vocab: int) -> tuple[list, dict]:
 # ---- shape checks ---------------------------------------------------------------------------
 
 def _check(weights: dict, cfg: dict, where: str, src_name=lambda n: n) -> None:
-    """Every SPEC-8 tensor present with its shape; src_name(SPEC name) = the name in the source."""
+    """Every docs/methods.md §8 tensor present with its shape; src_name(lpe name) = the name in the source."""
     legend = {"embed/W_E": "[d_vocab, d_model]", "pos_embed/W_pos": "[n_ctx, d_model]",
               "W_Q": "[n_heads, d_model, d_head]", "W_K": "[n_heads, d_model, d_head]",
               "W_V": "[n_heads, d_model, d_head]", "W_O": "[n_heads, d_head, d_model]",
@@ -384,7 +384,7 @@ def convert_tl(checkpoint: str, config: str | None, act_fn: str, ln_eps: float) 
             continue
         name = k.replace(".", "/")
         if name not in lpefiles.model_shapes(dict(cfg, has_b_U=1)):
-            raise InputError(f"{where}: unexpected tensor {k} (not part of the SPEC-8 model: "
+            raise InputError(f"{where}: unexpected tensor {k} (not part of the docs/methods.md §8 model: "
                              f"{_cfg_summary(cfg)})")
         w[name] = _to_numpy(k, v, where)
     if "unembed/b_U" in w and not np.any(w["unembed/b_U"]):

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""export_paper_dists.py: the paper's eight input distributions (SPEC 7) on its tokenizer and
-corpora, as one lpe distribution file (SPEC 8).
+"""export_paper_dists.py: the paper's eight input distributions (docs/methods.md §7) on its tokenizer and
+corpora, as one lpe distribution file (docs/methods.md §8).
 
 usage:
   tools/export_paper_dists.py --tokenizer DIR|tokenizer.json
@@ -222,7 +222,7 @@ def export(tokenizer: str, corpora_paths: dict, out: str, names=recipes.FAMILIES
             f.write(tmp)
         import h5py
         with h5py.File(tmp, "a") as h:
-            h.attrs["source"] = "tools/export_paper_dists.py with tools/recipes.py (SPEC 7)"
+            h.attrs["source"] = "tools/export_paper_dists.py with tools/recipes.py (docs/methods.md §7)"
             h.attrs["tokenizer_sha256"] = _sha256(tok_path)
             h.attrs["bos"], h.attrs["eos"] = np.int64(bos), np.int64(eos)
             h.attrs["clean_up_spaces"] = np.int64(clean)

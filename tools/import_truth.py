@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""import_truth.py: the paper's published ground truth -> lpe ground-truth files (SPEC 8).
+"""import_truth.py: the paper's published ground truth -> lpe ground-truth files (docs/methods.md §8).
 
 usage:
   tools/import_truth.py --counts frequencies32-hex.pt --model gelu-1l.h5 --dists paper.h5
@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER_NAMES = {"indent": "colon", "ifelse": "if"}  # the public code's names -> SPEC 7's
+PAPER_NAMES = {"indent": "colon", "ifelse": "if"}  # the public code's names -> docs/methods.md §7's
 TRUTH_FORMAT_VERSION = 1   # LPE_TRUTH_FORMAT_VERSION (include/lpe/truth.h)
 STREAM_INPUT = 1           # LPE_STREAM_INPUT (include/lpe/philox.h)
 

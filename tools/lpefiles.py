@@ -1,9 +1,9 @@
-"""lpefiles: read and write lpe's HDF5 model and distribution files (SPEC 8) from Python.
+"""lpefiles: read and write lpe's HDF5 model and distribution files (docs/methods.md §8) from Python.
 
 Used by the tests (to build models and distributions independently of the C code), and by the
 converters and testbed tools. Needs numpy and h5py only.
 
-Model weights are a dict keyed by the dataset names of SPEC 8 ("embed/W_E",
+Model weights are a dict keyed by the dataset names of docs/methods.md §8 ("embed/W_E",
 "blocks/0/attn/W_Q", ...), float32 arrays in TransformerLens layout.
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _atomic_h5(path: str, force: bool):
 
 def write_model(path: str, cfg: dict, weights: dict, vocab: list[bytes] | None = None,
                 force: bool = True, check: bool = True) -> None:
-    """Write a model file. With check, every SPEC-8 tensor must be present with its shape."""
+    """Write a model file. With check, every docs/methods.md §8 tensor must be present with its shape."""
     if check:
         for name, shape in model_shapes(cfg).items():
             if name not in weights:

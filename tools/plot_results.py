@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""plot_results.py: figures from lpe results files (SPEC 6), as PNG.
+"""plot_results.py: figures from lpe results files (docs/methods.md §6), as PNG.
 
 usage: tools/plot_results.py RESULTS.h5 ... --out DIR [--metric fitted|unfitted|logsq|cv]
 
@@ -29,7 +29,7 @@ METRICS = ("fitted", "unfitted", "logsq", "cv")
 ORDER = ("const", "naive", "itgis", "mhis", "qld", "gld")
 
 
-# ---- NumPy reference of the scoring (SPEC 6) ------------------------------------------------
+# ---- NumPy reference of the scoring (docs/methods.md §6) ------------------------------------------------
 
 def is_loss(p, q):
     """Itakura-Saito loss p/q - ln(p/q) - 1, elementwise (inf where q <= 0)."""

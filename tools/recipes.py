@@ -1,4 +1,4 @@
-"""recipes: the paper's eight input families (SPEC 7) built from a tokenizer and corpus counts.
+"""recipes: the paper's eight input families (docs/methods.md §7) built from a tokenizer and corpus counts.
 
 One module for every corpus: the testbed (tools/testbed/build_dists.py, Debian text and a small
 BPE) and the paper's own setting (C4, Spanish C4, CodeParrot with the gpt-neox-tokenizer-digits)
@@ -19,7 +19,7 @@ iterable of token-id lists (one per corpus item, no special tokens): each item c
 `corpus_counts_multi` gives the counts at several n_items in one pass over a stream.
 
 Families: one function each, returning a `Family` (factors, the factor of every position, a
-description; `Family.write(path)` appends it to a SPEC-8 distribution file):
+description; `Family.write(path)` appends it to a docs/methods.md §8 distribution file):
 
     hex_family(vocab, reps=32)                              BOS, hex x reps
     camel_family(vocab, code_counts, reps=32)               BOS, camel x reps
@@ -38,11 +38,11 @@ How the paper's code builds them (read to understand, reimplemented here), and w
   corpus (filter of the corpus distribution), weights = their counts, support ordered by id;
 - top-k = the k largest counts (ties: the lower id first; the paper's argsort leaves ties
   unspecified), the result ordered by id;
-- hex weights = the stationary law of the approximate tokenisation chain of SPEC 7 (no corpus);
+- hex weights = the stationary law of the approximate tokenisation chain of docs/methods.md §7 (no corpus);
   tokens whose long-run frequency is exactly 0 are left out of the support (lpe files need no
   zero weights); the continuation list is a multiset as in the paper's code: a continuation reached through two
   different tokens (via next + u and via prev + next + u) is subtracted twice (`dedupe=True`
-  takes the set instead, SPEC 7's literal wording);
+  takes the set instead, docs/methods.md §7's literal wording);
 - the repeated factor is the last one of the repeatable slice (the paper's rep_range).
 """
 from __future__ import annotations
@@ -209,7 +209,7 @@ class Family:
         return float(sum(np.log2(self.factors[f].values.size) for f in self.positions))
 
     def write(self, path: str, mode: str = "a") -> None:
-        """Append /{name} to a SPEC-8 distribution file (tools/lpefiles.py)."""
+        """Append /{name} to a docs/methods.md §8 distribution file (tools/lpefiles.py)."""
         import lpefiles
         lpefiles.write_dist(path, self.name, [(f.values, f.weights) for f in self.factors],
                             list(self.positions), description=self.description, mode=mode)
@@ -262,7 +262,7 @@ def is_icl_word(s: str, letter: str) -> bool:
 def hex_transition_weights(strings: Sequence[str], alphabet: int = 16,
                            dedupe: bool = False) -> np.ndarray:
     """W [n, n]: W[prev, next] = alphabet^-len(next) * (1 - sum_u alphabet^-len(u)), u over the
-    minimal continuations by which another string equals next + u or prev + next + u (SPEC 7).
+    minimal continuations by which another string equals next + u or prev + next + u (docs/methods.md §7).
     Minimal: u is dropped when it starts with a different continuation of the list. The list is
     a multiset unless `dedupe` (see the module docstring)."""
     n = len(strings)

@@ -1,4 +1,4 @@
-/* dist.h: input distributions D = D_1 x ... x D_k of independent positions (SPEC 1, 8).
+/* dist.h: input distributions D = D_1 x ... x D_k of independent positions (methods.md §1, §8).
  *
  * Dimension legend:
  *   k   = number of positions (sequence length)

@@ -1,4 +1,4 @@
-/* eval.h: scoring estimates the paper's way (SPEC 6), and the evaluation of results files.
+/* eval.h: scoring estimates the paper's way (methods.md §6), and the evaluation of results files.
  *
  * Dimension legend: T = targets of a (model, distribution), NM = methods, ND = distributions.
  *
@@ -50,7 +50,7 @@ typedef struct {
 void lpe_eval_score_targets(lpe_eval_score *s, double *qfit, const double *p, const double *q,
                             int T, lpe_zero_rule rule);
 
-/* ---- results files (SPEC 8 layout: /{dist}/targets, /{dist}/true_prob, /{dist}/{method}/estimate;
+/* ---- results files (methods.md §8 layout: /{dist}/targets, /{dist}/true_prob, /{dist}/{method}/estimate;
  * method groups may be named "method@key=value" for sweeps) ------------------------------ */
 
 typedef struct {

@@ -1,4 +1,4 @@
-/* model.h: the transformer's configuration and weights (SPEC 2, file contract SPEC 8).
+/* model.h: the transformer's configuration and weights (methods.md §2, file contract methods.md §8).
  *
  * Dimension legend (used in shape comments across the project):
  *   L = n_layers, D = d_model, H = n_heads, Dh = d_head, F = d_mlp, V = d_vocab, C = n_ctx

@@ -1,10 +1,10 @@
-/* qld_core.h: the mathematics of activation extrapolation (SPEC 4: QLD and GLD), no backend
+/* qld_core.h: the mathematics of activation extrapolation (methods.md §4: QLD and GLD), no backend
  * (src/qld_core.c; the methods that use it are src/estimators/qld.c and gld.c).
  *
  * Dimension legend: n = activation samples, D = d_model, V = d_vocab, T = targets,
  *   nb = rows of one logits block, nc = constraints v != t (V - 1).
  *
- * Notation (row vectors, as in SPEC 4): activations v_i [D] (the final LayerNorm output at the
+ * Notation (row vectors, as in methods.md §4): activations v_i [D] (the final LayerNorm output at the
  * last position); logits l_i = v_i W_U + b_U with W_U [D, V]. Whitening:
  *   mu = mean_i v_i,  Sigma = (1/n) sum_i (v_i - mu)^T (v_i - mu),  A A^T = Sigma + ridge I,
  *   z_i = (v_i - mu) A^{-T},  P = W_U^T A [V, D],  c = W_U^T mu + b_U [V],
@@ -20,7 +20,7 @@
 
 #include <stdint.h>
 
-enum { LPE_QLD_PAPER = 0, LPE_QLD_ARC = 1 }; /* SPEC 4: the definition / the public code */
+enum { LPE_QLD_PAPER = 0, LPE_QLD_ARC = 1 }; /* methods.md §4: the definition / the public code */
 
 /* Status of a direction search. */
 enum {
@@ -53,7 +53,7 @@ int lpe_qld_cholesky(double *L, const double *S, int D);
 void lpe_qld_whiten(double *mu, double *A, const float *v, int n, int D, double ridge);
 
 /* z [n, D]: the rows the method decomposes. paper: z_i = (v_i - mu) A^{-T};
- * arc: u_i = v_i - mu A^{-T} (SPEC 4 (i), the public code's operator precedence). */
+ * arc: u_i = v_i - mu A^{-T} (methods.md §4 (i), the public code's operator precedence). */
 void lpe_qld_rows(double *z, const float *v, const double *mu, const double *A, int n, int D,
                   int variant);
 
@@ -75,7 +75,7 @@ void lpe_qld_margins(double *m, const double *z, const double *P, const double *
 void lpe_qld_direction(double *z, lpe_qld_dir *info, const double *P, const double *c, int t,
                        int V, int D, double radius);
 
-/* z [D]: the public code's randomised projection heuristic (SPEC 4 (iii)), randomness from
+/* z [D]: the public code's randomised projection heuristic (methods.md §4 (iii)), randomness from
  * Philox (seed, stream), draw `it` of step it. */
 void lpe_qld_direction_arc(double *z, lpe_qld_dir *info, const double *P, const double *c, int t,
                            int V, int D, uint64_t seed, uint32_t stream);
@@ -108,7 +108,7 @@ int64_t lpe_qld_count_range(const double *a_sorted, int n, double lo, double hi)
 
 /* The O(n^2 V) definition, for tests. z [n, D] from lpe_qld_rows, d [D] unit.
  * paper: #{(i, j) : argmax_v ((a_i d + b_j) P^T + c)_v = t},  a_i = z_i.d,  b_j = z_j - a_j d;
- * arc:   #{(i, j) : argmax_v ((z_i + a_j d) P^T + c)_v = t}   (SPEC 4 (ii)).
+ * arc:   #{(i, j) : argmax_v ((z_i + a_j d) P^T + c)_v = t}   (methods.md §4 (ii)).
  * argmax ties: the lowest index. */
 int64_t lpe_qld_count_brute(const double *z, const double *d, const double *P, const double *c,
                             int t, int n, int V, int D, int variant);
@@ -118,7 +118,7 @@ int64_t lpe_qld_count_brute(const double *z, const double *d, const double *P, c
 typedef struct {
     int variant;      /* LPE_QLD_PAPER | LPE_QLD_ARC */
     int block_rows;   /* nb: logits rows per block of the pair count (memory nb x V floats) */
-    double ridge;     /* 1e-5 (SPEC 4) */
+    double ridge;     /* 1e-5 (methods.md §4) */
     uint64_t seed;    /* arc heuristic's randomness */
     uint32_t stream0; /* arc: target i uses stream lpe_stream(LPE_STREAM_QLD, targets[i]) */
 } lpe_qld_opts;

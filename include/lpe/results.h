@@ -1,4 +1,4 @@
-/* results.h: the results file of an experiment (SPEC 8), written atomically; every group,
+/* results.h: the results file of an experiment (methods.md §8), written atomically; every group,
  * dataset and attribute below is written by src/results.c (the runner hands it the values).
  *
  * Dimension legend: T = targets of a distribution.

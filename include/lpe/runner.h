@@ -24,7 +24,7 @@ typedef struct {
 /* Run the experiment; returns the exit code (0). Errors exit through lpe_fail*. */
 int lpe_run_experiment(const lpe_run_opts *o);
 
-/* Targets (SPEC 5): `count` tokens uniformly at random without replacement among those with
+/* Targets (methods.md §5): `count` tokens uniformly at random without replacement among those with
  * prob in [p_min, p_max] (all of them when fewer), from stream LPE_STREAM_TARGETS with the
  * distribution's name hashed into the slot, so a distribution's targets do not depend on which
  * others run. out [min(count, NC)] sorted ascending; returns that number; *n_cand = NC. */

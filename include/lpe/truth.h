@@ -1,4 +1,4 @@
-/* truth.h: ground truth for a (model, distribution) pair (SPEC 5, file contract SPEC 8).
+/* truth.h: ground truth for a (model, distribution) pair (methods.md §5, file contract methods.md §8).
  *
  * Dimension legend: V = d_vocab, B = batch rows, k = positions, R = sample ranges.
  *
@@ -12,7 +12,7 @@
  * Exact truth: every input of D is enumerated (lpe_dist_enum_decode order) and its probability
  * p(x) = prod_j p_j(x_j) is added to the probability of its argmax, with compensated summation.
  *
- * Ground-truth file (HDF5, SPEC 8):
+ * Ground-truth file (HDF5, methods.md §8):
  *   counts   uint64 [V]       argmax counts (sampled files only)
  *   probs    float64 [V]      exact probabilities (exact files only)
  *   ranges   uint64 [R, 2]    sample numbers [a, b) counted, sorted and disjoint (sampled files)

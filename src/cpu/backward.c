@@ -1,4 +1,4 @@
-/* backward.c: gradient of the target logit s = l_{t_b} to the embedding input r0 (SPEC 3),
+/* backward.c: gradient of the target logit s = l_{t_b} to the embedding input r0 (methods.md §3),
  * through the pruned graph of forward.c, using the activations it kept.
  *
  * Dimension legend: see cpu_internal.h (B rows, k positions, N = B*k, D, HD, Q3, F, V).

@@ -1,4 +1,4 @@
-/* forward.c: the pruned forward pass of the CPU backend (SPEC 2).
+/* forward.c: the pruned forward pass of the CPU backend (methods.md §2).
  *
  * Dimension legend: see cpu_internal.h (B rows, k positions, N = B*k, D, HD, Q3, F, V).
  *

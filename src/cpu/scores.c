@@ -1,4 +1,4 @@
-/* scores.c: gradient scores g_j(y) = W_E[y] . ds/dr0_j over a distribution's supports (SPEC 3).
+/* scores.c: gradient scores g_j(y) = W_E[y] . ds/dr0_j over a distribution's supports (methods.md §3).
  *
  * Dimension legend: B rows, k positions, D = d_model, NF factors, n_f support size of factor f,
  *   T = CPU_SCORE_TILE support rows per product, S = sum_j n_{f(j)} (scores of one group).

@@ -1,4 +1,4 @@
-/* act_samples.h: the activation samples shared by QLD and GLD (SPEC 4).
+/* act_samples.h: the activation samples shared by QLD and GLD (methods.md §4).
  *
  * Dimension legend: n = samples (the budget), D = d_model, B = rows per backend call.
  *

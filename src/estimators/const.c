@@ -1,4 +1,4 @@
-/* const.c: the optimal-constant baseline (SPEC 4): the same value for every target of a
+/* const.c: the optimal-constant baseline (methods.md §4): the same value for every target of a
  * (model, distribution) pair, the one minimising the mean Itakura-Saito loss given the true
  * probabilities, i.e. their mean. A yardstick, not an estimator: it reads the ground truth and
  * makes no model calls. Dimension legend: T = targets. */

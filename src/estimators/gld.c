@@ -1,4 +1,4 @@
-/* gld.c: Gaussian logit difference (SPEC 4, GLD) as a method.
+/* gld.c: Gaussian logit difference (methods.md §4, GLD) as a method.
  *
  * Dimension legend: T = targets, n = activation samples (= budget), D = d_model, nb = rows of a
  *   block of the target-logit product.

@@ -1,4 +1,4 @@
-/* itgis.c: independent token gradient importance sampling (SPEC 4, ITGIS).
+/* itgis.c: independent token gradient importance sampling (methods.md §4, ITGIS).
  *
  * Dimension legend: T targets, TC targets in one chunk, B = ITGIS batch (samples per target per
  * round), R = backend rows per call, k positions, NSP = sum_j n_{f(j)} (every position's support,
@@ -9,7 +9,7 @@
  *             q_j(y) = p_j(y) exp(S_t[j][y] / T_r) / Z_j
  *             x ~ prod_j q_j;   log w(x) = sum_j log Z_j - S_t[j][x_j] / T_r
  *             contribution c = w(x) 1[M(x) = t]
- *             S_t <- beta S_t + (1/B) sum_batch g(x)     (g: gradient scores of l_t, SPEC 3)
+ *             S_t <- beta S_t + (1/B) sum_batch g(x)     (g: gradient scores of l_t, methods.md §3)
  *   estimate = mean of all n contributions (unbiased for any T); std_error from their variance.
  *
  * All targets advance together: one round draws B samples for every target of a chunk, and the

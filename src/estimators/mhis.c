@@ -1,4 +1,4 @@
-/* mhis.c: Metropolis-Hastings importance sampling (SPEC 4, MHIS).
+/* mhis.c: Metropolis-Hastings importance sampling (methods.md §4, MHIS).
  *
  * Dimension legend: T targets, W walkers per target, R = backend rows per call (walker rows of a
  * chunk), k positions, NS = support size of the chosen position, MS = largest support.

@@ -1,4 +1,4 @@
-/* naive.c: naive sampling (SPEC 4): n = budget inputs from D per target; estimate hits / n.
+/* naive.c: naive sampling (methods.md §4): n = budget inputs from D per target; estimate hits / n.
  *
  * Dimension legend: T = targets, n = budget (samples per target), B = rows of one backend call
  *   (<= be->max_batch), k = positions.

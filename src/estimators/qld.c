@@ -1,4 +1,4 @@
-/* qld.c: quadratic logit decomposition (SPEC 4, QLD) as a method; the mathematics is in
+/* qld.c: quadratic logit decomposition (methods.md §4, QLD) as a method; the mathematics is in
  * src/qld_core.c (qld_core.h); the pair count runs on the backend (qld_pairs).
  *
  * Dimension legend: T = targets, n = activation samples (= budget), D = d_model, V = d_vocab.
@@ -111,7 +111,7 @@ static void qld_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
 
 static const lpe_param_spec qld_params[] = {
     {"variant", LPE_P_STRING, "paper", 1, 0, 1,
-     "paper: SPEC 4's definition | arc: the public code's three deviations"},
+     "paper: methods.md §4's definition | arc: the public code's three deviations"},
     {"batch", LPE_P_INT, "0", 0, 1 << 24, 0,
      "rows per backend call for the activation samples (0: the backend's batch)"},
     {"count_batch", LPE_P_INT, "512", 1, 1 << 20, 0, "logits rows per block of the pair count"},

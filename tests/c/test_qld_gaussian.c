@@ -1,4 +1,4 @@
-/* test_qld_gaussian.c: QLD where its assumption holds (SPEC 4): activations v ~ N(mu, Sigma).
+/* test_qld_gaussian.c: QLD where its assumption holds (methods.md §4): activations v ~ N(mu, Sigma).
  *
  * Dimension legend: D = d_model, V = vocabulary, n = activation samples per run, R = runs,
  *   N = Monte Carlo samples of the truth.
@@ -6,7 +6,7 @@
  * Whitened Gaussian activations have independent coordinates, so a_i and b_j are independent and
  * the pair count is a U-statistic for Pr[t = argmax], whatever the direction: the paper variant
  * must match the true probability (mean of R independent runs within a few standard errors). The
- * arc variant scores the wrong logits (v A^T W_U instead of v W_U, SPEC 4 (i)) and must not.
+ * arc variant scores the wrong logits (v A^T W_U instead of v W_U, methods.md §4 (i)) and must not.
  * The truth: N = 2^24 float64 Monte Carlo samples of the same Gaussian (relative SE ~1% at the
  * chosen p ~ 1e-3), independent of every QLD code path.
  */

@@ -1,13 +1,13 @@
-"""reference.py: an independent float64 NumPy implementation of the SPEC-2 transformer, for tests.
+"""reference.py: an independent float64 NumPy implementation of the methods.md §2 transformer, for tests.
 
-Written from SPEC 2 directly (not from the C code): the full forward over every position (no
+Written from methods.md §2 directly (not from the C code): the full forward over every position (no
 pruning), the logits at the last position, and the gradient of one logit with respect to the
 embedding input r0 = W_E[x] + W_pos[:k] by manual backpropagation through the whole graph.
 `logit_of_r0` exposes the logit as a function of r0 so tests can check the backward by finite
 differences (everything in float64, so central differences are accurate to ~1e-9).
 
 cfg: dict as lpefiles.read_model returns (n_layers, d_model, n_heads, d_head, d_mlp, d_vocab,
-n_ctx, act_fn, ln_eps, attn_only); w: dict of SPEC-8 dataset name -> array (any float dtype).
+n_ctx, act_fn, ln_eps, attn_only); w: dict of methods.md §8 dataset name -> array (any float dtype).
 Shapes: k positions, D d_model, H heads, Dh d_head, F d_mlp, V d_vocab.
 """
 from __future__ import annotations

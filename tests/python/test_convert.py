@@ -200,7 +200,7 @@ def test_tl_checkpoint_matches_transformerlens(tmp_path, tokenizer_file, case):
     assert rc == 0, err
     for tokens in token_lists(m.cfg.d_vocab, m.cfg.n_ctx, seed=len(case)):
         close(lpe_logits(out, tokens), tl_logits(m, tokens), f"{case} logits of {tokens}")
-    # the weights are the state dict's, bit for bit, under the SPEC-8 names
+    # the weights are the state dict's, bit for bit, under the methods.md §8 names
     with h5py.File(out, "r") as f:
         for k, v in sd.items():
             if k.endswith(("attn.mask", "attn.IGNORE")):

@@ -1,4 +1,4 @@
-"""Distribution files (SPEC 8) through the command line: `lpe dist random` / `lpe dist show`,
+"""Distribution files (methods.md §8) through the command line: `lpe dist random` / `lpe dist show`,
 and every malformed file giving exit code 2 with a message that names file, group and dataset.
 """
 import subprocess
@@ -23,7 +23,7 @@ DTYPES = {"values": np.int32, "probs": np.float64, "offsets": np.int64, "positio
 
 
 def write_group(path, name, mode="a", **datasets):
-    """Write /{name}: lists get the SPEC-8 dtype, arrays are stored as given (wrong dtype or
+    """Write /{name}: lists get the methods.md §8 dtype, arrays are stored as given (wrong dtype or
     shape on purpose), None leaves the dataset out."""
     with h5py.File(path, mode) as f:
         g = f.create_group(name)

@@ -7,8 +7,6 @@ src/, include/, tools/, tests/, experiments/ and README.md and check that
   - docs/methods.md keeps its sections 1..10 in order, and the links inside docs/ resolve,
   - nothing refers to a document a user of the repository does not have (`../shared/`,
     `SPEC.md`, `SPEC 4`, `SPEC-8`, "the SPEC").
-The last check is marked xfail until the existing references have been rewritten to
-docs/methods.md (issue 14, item 6); remove the mark then.
 """
 import re
 from pathlib import Path
@@ -116,8 +114,6 @@ def test_docs_links_resolve():
     assert not bad, "broken links:\n" + "\n".join(bad)
 
 
-@pytest.mark.xfail(reason="rewrite pending: SPEC n -> docs/methods.md §n (issue 14, item 6)",
-                   strict=False)
 def test_no_references_outside_repository(files):
     """No file cites ../shared/SPEC.md or "SPEC n": a user of the repository does not have it."""
     bad = list(dict.fromkeys(f"{where}: {m.string.strip()[:100]}"  # one entry per line

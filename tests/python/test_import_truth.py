@@ -1,4 +1,4 @@
-"""tools/import_truth.py: published counts (frequencies32-{dist}.pt) -> SPEC-8 ground truth.
+"""tools/import_truth.py: published counts (frequencies32-{dist}.pt) -> methods.md §8 ground truth.
 
 The reference is lpe itself: `lpe truth` writes a sampled ground-truth file (src/truth.c); the
 counts of that file, saved as the paper saves its counts (one torch tensor), must import into a
@@ -81,7 +81,7 @@ def test_import_matches_what_lpe_truth_writes(setup, tmp_path, dtype):
         if k not in ("created", "lpe_version"):
             assert ra[k] == rb[k], (k, ra[k], rb[k])
             assert type(ra[k]) is type(rb[k]), k
-    assert rb["distribution"] == "colon"  # the paper's "indent" is SPEC 7's "colon"
+    assert rb["distribution"] == "colon"  # the paper's "indent" is methods.md §7's "colon"
     assert rb["source"] == "frequencies32-indent.pt" and len(rb["source_sha256"]) == 64
     assert out.stat().st_mode & 0o777 == ref.stat().st_mode & 0o777  # the mode lpe truth gives
 

@@ -4,7 +4,7 @@
    models, one with all its distributions in one file (the testbed's layout), one split into a
    file per distribution (the paper INIs' layout). Its headline numbers must equal `lpe report`'s
    (the C evaluation) and it must write its figures.
-2. The paper INIs carry SPEC 9's parameters (an independent transcription of its table below).
+2. The paper INIs carry methods.md §9's parameters (an independent transcription of its table below).
 3. The whole paper path on stand-ins: a TransformerLens checkpoint converted, the eight families
    exported from stand-in corpora, ground truth sampled by lpe and imported through the
    published format (.pt counts), the gelu-1l INIs run unchanged except for their sizes (budget,
@@ -31,7 +31,7 @@ from nbrun import cell_sources, run_notebook  # noqa: E402
 
 NB = ROOT / "experiments" / "notebooks" / "paper_figures.ipynb"
 FAMILIES = ["hex", "camel", "colon", "if", "caps", "english", "spanish", "icl"]
-# SPEC 9, transcribed: (model, method) -> temperatures in FAMILIES order
+# methods.md §9, transcribed: (model, method) -> temperatures in FAMILIES order
 TEMPS = {
     ("gelu-1l", "itgis"): [1.0, 1.0, 1.0, 1.0, 1.5, 0.45, 0.67, 0.45],
     ("gelu-1l", "mhis"): [0.67, 2.24, 1.0, 2.24, 3.34, 1.5, 2.24, 1.0],

@@ -4,7 +4,7 @@ and directions the run saves (save_activations = true).
   GLD   m = l_t - max_v l_v from the saved activations and the model's W_U (float64), then
         Phi(mean / std): must equal the run's estimate (float32 max logit vs float64: 1e-4).
   QLD   whitening in NumPy, z* = d_norm * d feasible, and the pair count by its O(n^2 V)
-        definition (SPEC 4) for both variants: equal to the run's pair_count (+-1 for a pair
+        definition (methods.md §4) for both variants: equal to the run's pair_count (+-1 for a pair
         within float32 rounding of a boundary), estimate = count / n^2.
   Also: QLD and GLD see the same activation samples, independent of the batch size; every
   target is charged `budget` model calls; a bad variant is an input error.

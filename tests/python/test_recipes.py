@@ -1,6 +1,6 @@
-"""tools/recipes.py (SPEC 7): the eight families on a toy vocabulary and a tiny corpus whose
+"""tools/recipes.py (methods.md §7): the eight families on a toy vocabulary and a tiny corpus whose
 supports and counts are checked by hand; the hex long-run frequencies against a hand-solved
-chain, a literal transcription of SPEC 7's definition, and the empirical token frequencies of
+chain, a literal transcription of methods.md §7's definition, and the empirical token frequencies of
 random hex text; corpus counting (BOS/EOS, truncation, prefixes); written files read back and
 accepted by `lpe dist show`. numpy and h5py only: the toy tokenizer is a greedy longest match.
 """
@@ -219,7 +219,7 @@ def test_fixed_tokens_must_be_single(vocab):
 # ---- hex ------------------------------------------------------------------------------------
 
 def spec_weights(strings, alphabet=16, dedupe=False):
-    """SPEC 7's definition, literally, with exact fractions (an independent transcription)."""
+    """methods.md §7's definition, literally, with exact fractions (an independent transcription)."""
     n = len(strings)
     W = [[Fraction(0)] * n for _ in range(n)]
     for a, prev in enumerate(strings):
@@ -271,7 +271,7 @@ def test_hex_weights_match_spec_transcription(dedupe):
 
 
 def test_hex_empirical_agrees_where_the_chain_is_exact():
-    # For greedy longest match over the singles and "ab" the chain of SPEC 7 is exact (see
+    # For greedy longest match over the singles and "ab" the chain of methods.md §7 is exact (see
     # test_hex_hand_solved); the token frequencies of random text must agree within binomial
     # error: 2^17 characters give ~1.2e5 tokens; bound 5 standard errors per token.
     g = Greedy(list(recipes.HEX_CHARS) + ["ab", "z"])

@@ -2,7 +2,7 @@
 NumPy reference of the scoring in tools/plot_results.py (an independent implementation: golden
 section on the profiled loss, where src/eval.c uses Newton steps).
 
-Layout (SPEC 8): /{dist}/targets, /{dist}/true_prob, /{dist}/{method}/estimate; root attribute
+Layout (methods.md §8): /{dist}/targets, /{dist}/true_prob, /{dist}/{method}/estimate; root attribute
 `model` gives the table's label.
 """
 import csv

@@ -1,4 +1,4 @@
-"""`lpe run` end to end on tiny random models (results layout per SPEC 8, reproducibility,
+"""`lpe run` end to end on tiny random models (results layout per methods.md §8, reproducibility,
 sweeps, naive sampling against exact enumeration) and `lpe info` on every kind of file.
 
 Reference for the truth: `lpe truth --exact` files (themselves tested against a NumPy

@@ -1,4 +1,4 @@
-"""Ground truth (`lpe truth`, SPEC 5 and 8) on tiny random models:
+"""Ground truth (`lpe truth`, methods.md §5, §8) on tiny random models:
 
 - exact enumeration against an independent float64 NumPy enumeration (tests/python/reference.py);
 - sampled counts against the exact probabilities (binomial bounds, chi-square);
@@ -105,7 +105,7 @@ def test_sampled_against_exact(case):
     p = case["probs"]
     assert c.dtype == np.uint64 and c.sum() == N and a["n_samples"] == N and a["exact"] == 0
     assert ranges.tolist() == [[0, N]] and a["seed"] == 11
-    # SPEC 8 attributes: the model's sha256 is that of its file's bytes; the distribution's is
+    # methods.md §8 attributes: the model's sha256 is that of its file's bytes; the distribution's is
     # the one `lpe dist show` prints
     assert a["model_sha256"] == hashlib.sha256(case["model"].read_bytes()).hexdigest()
     show = lpe("dist", "show", case["dist"], "a", check=0).stdout

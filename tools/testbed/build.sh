@@ -5,7 +5,7 @@
 #   tokenizer  byte-level BPE, 4096 tokens -> experiments/testbed/tokenizer.json
 #   train      gelu-1l, gelu-2l, gelu-4l -> experiments/testbed/models/*.h5, losses.json,
 #              heldout_sample.h5 (PyTorch, one thread; about 20 minutes per model on a free core)
-#   dists      the eight SPEC-7 families -> experiments/testbed/dists.h5
+#   dists      the eight docs/methods.md §7 families -> experiments/testbed/dists.h5
 #   truth      lpe truth (tools/testbed/truth.sh), TRUTH_SAMPLES (default 2^22) per (model,
 #              distribution), JOBS pairs at a time -> experiments/testbed/truth/{model}/{dist}.h5
 # Needs: tools/setup_tools.sh (torch, tokenizers) and a built bin/lpe. Long: run it with

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""build_dists.py: the eight SPEC-7 families on the testbed's tokenizer and corpus, with the
-shared recipes (tools/recipes.py), written to one SPEC-8 distribution file.
+"""build_dists.py: the eight docs/methods.md §7 families on the testbed's tokenizer and corpus, with the
+shared recipes (tools/recipes.py), written to one docs/methods.md §8 distribution file.
 
 Corpus counts: the train split of each sub-corpus (code -> CodeParrot's role, english -> C4's,
 spanish -> Spanish C4's), every item (the paper counts 1024 or 2^14 items of far larger
@@ -74,7 +74,7 @@ def main() -> None:
               f"supports {sorted(set(sizes))}  {f.description}", file=sys.stderr)
     manifest = json.loads((corpus_dir / "manifest.json").read_text())
     with h5py.File(tmp, "a") as h:
-        h.attrs["source"] = "tools/testbed/build_dists.py with tools/recipes.py (SPEC 7)"
+        h.attrs["source"] = "tools/testbed/build_dists.py with tools/recipes.py (docs/methods.md §7)"
         h.attrs["tokenizer_sha256"] = hashlib.sha256(Path(a.tokenizer).read_bytes()).hexdigest()
         h.attrs["corpus_sha256"] = json.dumps({c: v["sha256"] for c, v in manifest["corpora"].items()})
         h.attrs["debian_packages"] = json.dumps(manifest["packages"])

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """table.py: the testbed table (issue 4): per model and method, the fitted Itakura-Saito loss
-(SPEC 6, zero rule `const`) averaged over the distributions, with a 95% bootstrap interval over
+(docs/methods.md §6, zero rule `const`) averaged over the distributions, with a 95% bootstrap interval over
 targets: each replicate resamples every distribution's targets with replacement and averages
 their losses (under the fit made on all the targets: refitting on a resample with repeated
 targets flatters every method, the more so the more flexible its estimates) and then over the
 distributions; methods share the replicate's targets, so that differences between methods are
-paired. Also the leave-one-out (cross-validated) fitted loss, SPEC 6's honest number, and the
+paired. Also the leave-one-out (cross-validated) fitted loss, docs/methods.md §6's honest number, and the
 share of replicates in which each method's mean beats the next one's.
 
 Usage: table.py RESULTS.h5 ... [--reps 2000] [--seed 1] [--csv OUT.csv]
@@ -30,7 +30,7 @@ import plot_results as pr  # noqa: E402
 
 
 def fitted_losses(p, q):
-    """Per-target loss D(p, q') under the fit of SPEC 6 on all the targets (zero rule const)."""
+    """Per-target loss D(p, q') under the fit of docs/methods.md §6 on all the targets (zero rule const)."""
     learnt = pr._learn(p, q)
     qf = np.array([pr._predict(learnt, x) for x in q])
     return pr.is_loss(p, qf)

@@ -3,7 +3,7 @@
 split of the corpus (corpus.py).
 
 Like the paper's tokenizer (gpt-neox-tokenizer-digits): byte level, every digit its own token,
-EOS = 0 ("<|endoftext|>"), BOS = 1 ("<|bos|>"), PAD = 2 ("<|pad|>"). The families of SPEC 7
+EOS = 0 ("<|endoftext|>"), BOS = 1 ("<|bos|>"), PAD = 2 ("<|pad|>"). The families of docs/methods.md §7
 need some fixed words to be single tokens (" if", " else", " for", ":", "He", "She", the capital
 letters alone and after a space); those the training leaves out are appended as extra merges of
 lowest priority (they apply only where nothing else does), so the vocabulary keeps its size.

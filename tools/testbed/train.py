@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""train.py: one testbed language model, trained with PyTorch on the CPU, exported as a SPEC-8
+"""train.py: one testbed language model, trained with PyTorch on the CPU, exported as a docs/methods.md §8
 model file with its vocabulary bytes, checked against `lpe forward`, scored on held-out text
 beside unigram and bigram baselines.
 
-Architecture: SPEC 2 exactly (pre-LN GPT in TransformerLens layout: W_Q [H, D, Dh], W_O
+Architecture: docs/methods.md §2 exactly (pre-LN GPT in TransformerLens layout: W_Q [H, D, Dh], W_O
 [H, Dh, D], ..., exact-erf GELU, LayerNorm eps 1e-5, no unembedding bias, as the paper's
 gelu-*l models). Initialisation: the paper's scales (normal, std = 1/sqrt(fan) with W_O and
 W_out scaled by the depth too, W_pos 1/sqrt(4 D)), biases 0.
@@ -11,7 +11,7 @@ W_out scaled by the depth too, W_pos 1/sqrt(4 D)), biases 0.
 Data: the corpus items (corpus.py) tokenised, each followed by EOS, concatenated (train and
 held-out splits separately). A training row is [BOS] + a random window of ctx - 1 tokens of the
 train stream, whose targets are the window shifted by one (BOS predicts its first token), so the
-model always sees BOS first, as every SPEC-7 input does. AdamW, linear warm-up then cosine
+model always sees BOS first, as every docs/methods.md §7 input does. AdamW, linear warm-up then cosine
 decay to a tenth, a fixed number of steps (reproducible: the schedule does not depend on speed).
 
 Held-out loss: non-overlapping windows of each sub-corpus' held-out stream built the same way,
@@ -93,7 +93,7 @@ def heldout_by_corpus(corpus_dir: Path, tok, ctx: int) -> dict:
 
 
 class GPT(torch.nn.Module):
-    """SPEC 2, parameters named and shaped as the SPEC-8 datasets (with '/' -> '.')."""
+    """docs/methods.md §2, parameters named and shaped as the docs/methods.md §8 datasets (with '/' -> '.')."""
 
     def __init__(self, cfg: dict):
         super().__init__()

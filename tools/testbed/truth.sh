@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# truth.sh: ground truth (lpe truth, SPEC 5) for every (model, distribution) of the testbed:
+# truth.sh: ground truth (lpe truth, docs/methods.md §5) for every (model, distribution) of the testbed:
 # experiments/testbed/truth/{model}/{dist}.h5 with N samples (seed 0). Resumable: a run killed
 # midway continues from its checkpoint (OUT.h5.ckpt); a file holding N0 samples, N0 dividing N,
 # is extended by the missing shards (samples [N0, N)), which are merged into it, so that counts
