@@ -20,7 +20,8 @@
  *
  * All targets advance together: walker rows of many targets share each backend call, and the
  * walker state (tokens and gradient) stays in the backend (LPE_BUF_STATE); only the chosen
- * position's scores come back to the host. Walker rows beyond the backend's batch are run in
+ * position's scores come back to the host. The step is walkers.h's (shared with ams and smc),
+ * with the proposal tilt equal to the target's 1/T and no level. Walker rows beyond the backend's batch are run in
  * chunks, one after another (walkers are independent).
  *
  * Randomness: walker w of target t uses stream lpe_stream(LPE_STREAM_MHIS, token id of t),
@@ -39,7 +40,7 @@
 #include "lpe/estimator.h"
 #include "lpe/h5io.h"
 #include "lpe/philox.h"
-#include "tilted.h"
+#include "walkers.h"
 
 static const lpe_param_spec mhis_params[] = {
     {"temperature", LPE_P_DOUBLE, "1.0", 1e-6, 1e6, 1, "T; a list runs a sweep"},
@@ -98,174 +99,70 @@ static void chain_close(chain_out *c) {
     H5Dclose(c->target); H5Dclose(c->walker); H5Dclose(c->step);
 }
 
-/* One MHIS run: its options, the buffers of one chunk of R walker rows, and every walker's
- * statistics. The functions below are the step's seams (init, propose, accept, record, finish),
- * which a device-side step operation will keep. */
+/* One MHIS run: its options, the walkers of one chunk of R rows (walkers.h: the step itself),
+ * and every walker's statistics. */
 typedef struct {
     const lpe_est_ctx *ctx;
-    const lpe_dist *d;
     lpe_backend *be;
-    int T, k, R, V, W, MS, n_mov, save;
+    int T, k, R, W, save;
     double inv_T;
     long long burn, stride, steps;
-    int *movable;        /* [n_mov] positions whose support has more than one token */
-    int32_t *cur;        /* [R, k] walker states (host copy) */
-    int32_t *prop;       /* [R, k] proposals */
-    double *cur_s;       /* [R] s(x) */
-    int32_t *cur_hit;    /* [R] 1[M(x) = t] */
-    int32_t *pos;        /* [R] chosen position */
-    int32_t *yloc;       /* [R] proposed local index */
-    int32_t *xloc;       /* [R] current local index */
-    double *lphi_fwd;    /* [R] log phi(y | x) */
-    float *sc;           /* [R, MS] scores at pos */
-    double *cdf;         /* [R, MS] (one per row: OpenMP) */
-    uint8_t *acc;        /* [R] accepted */
-    int32_t *row_t;      /* [R] target token */
-    int32_t *argmax;     /* [R] */
-    float *tl;           /* [R] */
+    lpe_walkers w;       /* R rows: walker state, proposals, acceptance */
     int32_t *ibuf;       /* [3, R] chain columns */
     float *scol;         /* [R] chain score column */
     walker_stats *ws;    /* [T, W] */
     chain_out chains;
-    lpe_fwd_out fo;
 } mhis_state;
 
 static void mhis_init(mhis_state *s, const lpe_est_ctx *ctx) {
     const mhis_opts *o = ctx->opts;
-    const lpe_dist *d = ctx->dist;
     memset(s, 0, sizeof *s);
-    s->ctx = ctx, s->d = d, s->be = ctx->be;
-    s->T = ctx->n_targets, s->k = d->k, s->R = ctx->be->max_batch, s->V = d->d_vocab;
+    s->ctx = ctx, s->be = ctx->be;
+    s->T = ctx->n_targets, s->k = ctx->dist->k, s->R = ctx->be->max_batch;
     s->inv_T = 1.0 / o->temperature;
     s->W = o->walkers, s->burn = o->burn_in, s->save = o->save_chains, s->stride = o->chain_stride;
     s->steps = s->burn + (ctx->budget + s->W - 1) / s->W;
     LPE_ASSERT(ctx->budget >= 1); /* the budget key's range */
     LPE_ASSERT(s->be->with_state && s->be->with_grad); /* asked for by backend_flags */
-
-    const int k = s->k;
-    s->movable = lpe_calloc((size_t)k, sizeof *s->movable);
-    s->MS = 1;
-    for (int j = 0; j < k; j++) {
-        int nj = lpe_dist_support(d, j);
-        if (nj > 1) s->movable[s->n_mov++] = j;
-        s->MS = nj > s->MS ? nj : s->MS;
-    }
-    if (s->n_mov == 0) s->movable[s->n_mov++] = 0; /* a single input: proposals repeat it, all accepted */
-
-    const size_t R = (size_t)s->R, MS = (size_t)s->MS;
-    s->cur = lpe_calloc(R * k, sizeof *s->cur);
-    s->prop = lpe_calloc(R * k, sizeof *s->prop);
-    s->cur_s = lpe_calloc(R, sizeof *s->cur_s);
-    s->cur_hit = lpe_calloc(R, sizeof *s->cur_hit);
-    s->pos = lpe_calloc(R, sizeof *s->pos);
-    s->yloc = lpe_calloc(R, sizeof *s->yloc);
-    s->xloc = lpe_calloc(R, sizeof *s->xloc);
-    s->lphi_fwd = lpe_calloc(R, sizeof *s->lphi_fwd);
-    s->sc = lpe_calloc(R * MS, sizeof *s->sc);
-    s->cdf = lpe_calloc(R * MS, sizeof *s->cdf);
-    s->acc = lpe_calloc(R, sizeof *s->acc);
-    s->row_t = lpe_calloc(R, sizeof *s->row_t);
-    s->argmax = lpe_calloc(R, sizeof *s->argmax);
-    s->tl = lpe_calloc(R, sizeof *s->tl);
-    s->ibuf = lpe_calloc(R * 3, sizeof *s->ibuf);
-    s->scol = lpe_calloc(R, sizeof *s->scol);
+    LPE_ASSERT(s->be->dist == ctx->dist);
+    lpe_walkers_init(&s->w, s->be, s->R);
+    s->ibuf = lpe_calloc((size_t)s->R * 3, sizeof *s->ibuf);
+    s->scol = lpe_calloc((size_t)s->R, sizeof *s->scol);
     s->ws = lpe_calloc((size_t)s->T * s->W, sizeof *s->ws);
     for (long long i = 0; i < (long long)s->T * s->W; i++) s->ws[i].log_a = s->ws[i].log_b = -INFINITY;
-    s->fo = (lpe_fwd_out){.argmax = s->argmax, .target_logit = s->tl};
-    if (s->save) chain_open(&s->chains, (hid_t)ctx->out_group, k);
+    if (s->save) chain_open(&s->chains, (hid_t)ctx->out_group, s->k);
 }
 
-/* Rows c0 .. c0 + nr: initial states from D, evaluated once and committed as the walker state. */
+/* Rows c0 .. c0 + nr: walker g = c0 + q of target g / W, stream lpe_stream(MHIS, target), index
+ * g % W, tilted at 1/T; initial states from D, evaluated once and committed. */
 static void mhis_chunk_start(mhis_state *s, long long c0, int nr) {
-    const int k = s->k;
+    lpe_walkers *w = &s->w;
     for (int q = 0; q < nr; q++) {
         const long long g = c0 + q;
-        s->row_t[q] = s->ctx->targets[g / s->W];
-        lpe_dist_sample(s->cur + (size_t)q * k, s->d, s->ctx->seed,
-                        lpe_stream(LPE_STREAM_MHIS, (uint32_t)s->row_t[q]),
-                        (1ull << 62) + (uint64_t)(g % s->W), 1);
+        w->target[q] = s->ctx->targets[g / s->W];
+        w->stream[q] = lpe_stream(LPE_STREAM_MHIS, (uint32_t)w->target[q]);
+        w->index[q] = (uint64_t)(g % s->W);
+        w->beta[q] = w->tilt[q] = s->inv_T;
+        lpe_dist_sample(w->tok + (size_t)q * s->k, s->ctx->dist, s->ctx->seed, w->stream[q],
+                        (1ull << 62) + w->index[q], 1);
     }
-    s->be->load_tokens(s->be, s->cur, nr);
-    s->be->forward(s->be, &s->fo, s->row_t, nr, 1);
-    for (int q = 0; q < nr; q++) s->acc[q] = 1;
-    s->be->commit_state(s->be, s->acc, nr);
-    for (int q = 0; q < nr; q++) {
-        s->cur_s[q] = s->tl[q];
-        s->cur_hit[q] = s->argmax[q] == s->row_t[q];
-    }
-}
-
-/* Step st: a random movable position per row, y ~ phi(. | x) from the state's scores there. */
-static void mhis_propose(mhis_state *s, long long c0, int nr, long long st) {
-    const lpe_dist *d = s->d;
-    const int k = s->k, MS = s->MS, V = s->V;
-    for (int q = 0; q < nr; q++) {
-        uint32_t w[4];
-        lpe_rng4(w, s->ctx->seed, lpe_stream(LPE_STREAM_MHIS, (uint32_t)s->row_t[q]),
-                 (uint64_t)((c0 + q) % s->W), (uint32_t)(2 * st));
-        s->pos[q] = s->movable[lpe_below(w[0], (uint32_t)s->n_mov)];
-        s->acc[q] = 0;
-        /* keep the proposal's uniform in lphi_fwd's slot until scores are back */
-        s->lphi_fwd[q] = lpe_u01_53(w[1], w[2]);
-    }
-    s->be->scores_at(s->be, s->sc, MS, s->pos, LPE_BUF_STATE, nr);
-    #pragma omp parallel for schedule(static)
-    for (int q = 0; q < nr; q++) {
-        const int j = s->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
-        const double *lp = d->log_probs + d->offsets[f];
-        double *cq = s->cdf + (size_t)q * MS;
-        const float *sq = s->sc + (size_t)q * MS;
-        const double logZ = lpe_tilted_cdf(cq, lp, sq, NULL, s->inv_T, nj);
-        const int y = lpe_tilted_pick(cq, nj, s->lphi_fwd[q]);
-        s->yloc[q] = y;
-        s->xloc[q] = d->local_of[(size_t)f * V + s->cur[(size_t)q * k + j]];
-        s->lphi_fwd[q] = lpe_tilted_logq(lp[y], sq[y], s->inv_T, logZ);
-        memcpy(s->prop + (size_t)q * k, s->cur + (size_t)q * k, sizeof(int32_t) * k);
-        s->prop[(size_t)q * k + j] = d->values[d->offsets[f] + y];
-    }
-}
-
-/* Evaluate the proposals and accept or reject them (Metropolis-Hastings); commit the state. */
-static void mhis_accept(mhis_state *s, long long c0, int nr, long long st) {
-    const lpe_dist *d = s->d;
-    const int k = s->k, MS = s->MS;
-    s->be->load_tokens(s->be, s->prop, nr);
-    s->be->forward(s->be, &s->fo, s->row_t, nr, 1);
-    s->be->scores_at(s->be, s->sc, MS, s->pos, LPE_BUF_BATCH, nr);
-    for (int q = 0; q < nr; q++) {
-        const int j = s->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
-        const double *lp = d->log_probs + d->offsets[f];
-        const float *sq = s->sc + (size_t)q * MS;
-        const double logZr = lpe_tilted_cdf(s->cdf + (size_t)q * MS, lp, sq, NULL, s->inv_T, nj);
-        const double lphi_rev = lpe_tilted_logq(lp[s->xloc[q]], sq[s->xloc[q]], s->inv_T, logZr);
-        const double log_ratio = ((double)s->tl[q] - s->cur_s[q]) * s->inv_T + lp[s->yloc[q]] -
-                                 lp[s->xloc[q]] + lphi_rev - s->lphi_fwd[q];
-        uint32_t w[4];
-        lpe_rng4(w, s->ctx->seed, lpe_stream(LPE_STREAM_MHIS, (uint32_t)s->row_t[q]),
-                 (uint64_t)((c0 + q) % s->W), (uint32_t)(2 * st + 1));
-        const double u = lpe_u01_53(w[0], w[1]);
-        s->acc[q] = log(u) < log_ratio;
-        if (s->acc[q]) {
-            memcpy(s->cur + (size_t)q * k, s->prop + (size_t)q * k, sizeof(int32_t) * k);
-            s->cur_s[q] = s->tl[q];
-            s->cur_hit[q] = s->argmax[q] == s->row_t[q];
-        }
-    }
-    s->be->commit_state(s->be, s->acc, nr);
+    w->n = nr;
+    lpe_walkers_eval(w);
 }
 
 /* After burn-in: every walker's step into its statistics; every stride-th step into the chains. */
 static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
     if (st < s->burn) return;
+    const lpe_walkers *wk = &s->w;
     for (int q = 0; q < nr; q++) {
         walker_stats *w = &s->ws[c0 + q];
-        const double c = s->cur_s[q];
-        w->accepts += s->acc[q];
+        const double c = wk->score[q];
+        w->accepts += wk->accept[q];
         w->proposals += 1;
         const double e = -c * s->inv_T;
         w->log_b = lse_add(w->log_b, e);
-        if (s->cur_hit[q]) w->log_a = lse_add(w->log_a, e);
-        w->hits += s->cur_hit[q];
+        if (wk->hit[q]) w->log_a = lse_add(w->log_a, e);
+        w->hits += wk->hit[q];
         w->n += 1;
         const double dlt = c - w->s_mean;
         w->s_mean += dlt / w->n;
@@ -274,14 +171,14 @@ static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
     if (!s->save || (st - s->burn) % s->stride != 0) return;
     const int R = s->R;
     for (int q = 0; q < nr; q++) {
-        s->scol[q] = (float)s->cur_s[q];
-        s->ibuf[q] = s->row_t[q];
+        s->scol[q] = wk->score[q];
+        s->ibuf[q] = wk->target[q];
         s->ibuf[R + q] = (int32_t)((c0 + q) % s->W);
         s->ibuf[2 * R + q] = (int32_t)(st - s->burn);
     }
-    lpe_h5_stream_append(s->chains.tokens, H5T_NATIVE_INT32, s->k, nr, s->cur);
+    lpe_h5_stream_append(s->chains.tokens, H5T_NATIVE_INT32, s->k, nr, wk->tok);
     lpe_h5_stream_append(s->chains.score, H5T_NATIVE_FLOAT, 0, nr, s->scol);
-    lpe_h5_stream_append(s->chains.accept, H5T_NATIVE_UINT8, 0, nr, s->acc);
+    lpe_h5_stream_append(s->chains.accept, H5T_NATIVE_UINT8, 0, nr, wk->accept);
     lpe_h5_stream_append(s->chains.target, H5T_NATIVE_INT32, 0, nr, s->ibuf);
     lpe_h5_stream_append(s->chains.walker, H5T_NATIVE_INT32, 0, nr, s->ibuf + R);
     lpe_h5_stream_append(s->chains.step, H5T_NATIVE_INT32, 0, nr, s->ibuf + 2 * R);
@@ -331,9 +228,8 @@ static void mhis_finish(mhis_state *s, lpe_est_out *out) {
     double *hitfrac = lpe_est_out_diag(out, "walkers_with_hits");
     double *hits = lpe_est_out_diag(out, "hits");
     for (int t = 0; t < s->T; t++) mhis_finish_target(s, out, t, acc_rate, rhat, hitfrac, hits);
-    free(s->movable); free(s->cur); free(s->prop); free(s->cur_s); free(s->cur_hit); free(s->pos);
-    free(s->yloc); free(s->xloc); free(s->lphi_fwd); free(s->sc); free(s->cdf); free(s->acc);
-    free(s->row_t); free(s->argmax); free(s->tl); free(s->ibuf); free(s->scol); free(s->ws);
+    lpe_walkers_free(&s->w);
+    free(s->ibuf), free(s->scol), free(s->ws);
 }
 
 static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
@@ -347,8 +243,7 @@ static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
         const int nr = (int)(rows_total - c0 < s.R ? rows_total - c0 : s.R);
         mhis_chunk_start(&s, c0, nr);
         for (long long st = 0; st < s.steps; st++) {
-            mhis_propose(&s, c0, nr, st);
-            mhis_accept(&s, c0, nr, st);
+            lpe_walkers_step(&s.w, nr, ctx->seed, st);
             mhis_record(&s, c0, nr, st);
             lpe_progress_update(&prog, (double)c0 * s.steps + (double)nr * (st + 1),
                                 (double)rows_total * s.steps, "walker steps");
