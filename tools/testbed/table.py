@@ -9,6 +9,9 @@ paired. Also the leave-one-out (cross-validated) fitted loss, docs/methods.md §
 share of replicates in which each method's mean beats the next one's.
 
 Usage: table.py RESULTS.h5 ... [--reps 2000] [--seed 1] [--csv OUT.csv]
+         (A.h5+B.h5 joins the runs of one model on the same targets into one table, so that
+         methods from different files are compared paired; a method in both is named
+         method[B's file stem] for B's run)
        table.py --tuned SWEEP.h5 ...
          (a temperature sweep, `temperature = a, b, ...`: per method and family the fitted loss
          at each temperature, the best one per family as the paper tuned on its own ground
@@ -50,6 +53,25 @@ def analyse(res, reps, rng):
         boot[r] = np.mean([l[:, rng.integers(0, l.shape[1], l.shape[1])].mean(1)
                            for l in loss.values()], axis=0)
     return methods, point, boot, cv, sorted(dists)
+
+
+def load_joined(spec: str):
+    """pr.load of one file, or of several joined with '+': same distributions and targets (true
+    probabilities equal), methods united; a repeated method is renamed method[stem]."""
+    parts = spec.split("+")
+    res = pr.load(parts[0])
+    for path in parts[1:]:
+        other = pr.load(path)
+        stem = Path(path).stem
+        for d, v in res["dists"].items():
+            if d not in other["dists"] or not np.array_equal(other["dists"][d]["p"], v["p"]):
+                sys.exit(f"table.py: {path}: distribution {d} missing or with other targets than "
+                         f"{parts[0]}'s; only runs on the same targets can be joined")
+            for m, mv in other["dists"][d]["methods"].items():
+                if m == "const":
+                    continue
+                v["methods"][m if m not in v["methods"] else f"{m}[{stem}]"] = mv
+    return res
 
 
 def truth_table(root: Path, lo: float, hi: float) -> None:
@@ -120,7 +142,7 @@ def main() -> None:
           "| leave-one-out fitted loss |")
     print("|---|---|---:|---|---:|")
     for path in a.results:
-        res = pr.load(path)
+        res = load_joined(path)
         methods, point, boot, cv, dists = analyse(res, a.reps, rng)
         lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
         for j in np.argsort(point):
