@@ -28,6 +28,10 @@
  * index w; step s draws with sub = 2s (position, proposal) and 2s + 1 (acceptance); the initial
  * state is sample 2^62 + w of the same stream drawn from D.
  *
+ * Burn-in: `burn_in` steps, or `burn_in_sweeps` S: ceil(S m) steps for the m positions a step can
+ * change, so that inputs of any length get the same number of proposals per position (the
+ * paper's 2^10 steps over 33 positions are S = 31).
+ *
  * Budget: `budget` recorded samples per target, i.e. ceil(budget / W) recorded steps per walker;
  * model_calls = W (1 + burn_in + steps) counts the burn-in and the initial evaluation too (the
  * paper's accounting gives MHIS its burn-in on top of the budget).
@@ -46,6 +50,9 @@ static const lpe_param_spec mhis_params[] = {
     {"temperature", LPE_P_DOUBLE, "1.0", 1e-6, 1e6, 1, "T; a list runs a sweep"},
     {"walkers", LPE_P_INT, "32", 2, 1 << 24, 0, "independent chains per target"},
     {"burn_in", LPE_P_INT, "1024", 0, 1 << 30, 0, "steps per walker before recording"},
+    {"burn_in_sweeps", LPE_P_DOUBLE, "", 0, 1e6, 0,
+     "burn-in in sweeps: this many proposals per movable position (the paper: 2^10 steps over 33 "
+     "positions, 31); replaces burn_in"},
     {"save_chains", LPE_P_BOOL, "false", 1, 0, 0, "write walker states, scores, accepts"},
     {"chain_stride", LPE_P_INT, "16", 1, 1 << 30, 0, "record every n-th recorded step"},
     {NULL, 0, NULL, 0, 0, 0, NULL},
@@ -55,6 +62,7 @@ typedef struct { /* the section, typed (parsed once at load time) */
     double temperature;
     int walkers;             /* W */
     long long burn_in;
+    double burn_in_sweeps;   /* < 0: not given */
     int save_chains;
     long long chain_stride;
 } mhis_opts;
@@ -64,6 +72,10 @@ static void mhis_parse(void *opts, const lpe_params *p) {
     o->temperature = lpe_param_double(p, "temperature");
     o->walkers = (int)lpe_param_int(p, "walkers");
     o->burn_in = lpe_param_int(p, "burn_in");
+    o->burn_in_sweeps = lpe_param_is_set(p, "burn_in_sweeps") ? lpe_param_double(p, "burn_in_sweeps") : -1;
+    if (o->burn_in_sweeps >= 0 && lpe_param_line(p, "burn_in") > 0)
+        lpe_params_fail(p, "burn_in_sweeps", "give the burn-in once: burn_in (steps) or "
+                        "burn_in_sweeps (per movable position), not both");
     o->save_chains = lpe_param_bool(p, "save_chains");
     o->chain_stride = lpe_param_int(p, "chain_stride");
 }
@@ -121,11 +133,13 @@ static void mhis_init(mhis_state *s, const lpe_est_ctx *ctx) {
     s->T = ctx->n_targets, s->k = ctx->dist->k, s->R = ctx->be->max_batch;
     s->inv_T = 1.0 / o->temperature;
     s->W = o->walkers, s->burn = o->burn_in, s->save = o->save_chains, s->stride = o->chain_stride;
-    s->steps = s->burn + (ctx->budget + s->W - 1) / s->W;
     LPE_ASSERT(ctx->budget >= 1); /* the budget key's range */
     LPE_ASSERT(s->be->with_state && s->be->with_grad); /* asked for by backend_flags */
     LPE_ASSERT(s->be->dist == ctx->dist);
     lpe_walkers_init(&s->w, s->be, s->R);
+    if (o->burn_in_sweeps >= 0) /* sweeps over the positions a step can change */
+        s->burn = (long long)ceil(o->burn_in_sweeps * s->w.n_mov);
+    s->steps = s->burn + (ctx->budget + s->W - 1) / s->W;
     s->ibuf = lpe_calloc((size_t)s->R * 3, sizeof *s->ibuf);
     s->scol = lpe_calloc((size_t)s->R, sizeof *s->scol);
     s->ws = lpe_calloc((size_t)s->T * s->W, sizeof *s->ws);
