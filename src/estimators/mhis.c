@@ -16,7 +16,10 @@
  * kept per walker in log space (log-sum-exp), so no exponent can overflow.
  * Standard error: walkers are independent replicates, so the ratio estimator's variance is taken
  * across walkers (delta method): SE^2 = W/(W-1) sum_w (A_w - P B_w)^2 / (sum_w B_w)^2.
- * Across-walker agreement: Gelman-Rubin R-hat of s(x) over the walkers of a target.
+ * Across-walker agreement: Gelman-Rubin R-hat of s(x) over the walkers of a target, over all
+ * recorded steps (rhat_score) and over their first half (rhat_score_first_half): its trend. A
+ * first-half R-hat well above the full one says the chains were still leaving their start from
+ * D when recording began: lengthen the burn-in (burn_in_sweeps).
  *
  * All targets advance together: walker rows of many targets share each backend call, and the
  * walker state (tokens and gradient) stays in the backend (LPE_BUF_STATE); only the chosen
@@ -86,9 +89,20 @@ static inline double lse_add(double acc, double x) {
     return acc > x ? acc + log1p(exp(x - acc)) : x + log1p(exp(acc - x));
 }
 
+typedef struct { /* Welford moments of s */
+    double n, mean, m2;
+} moments;
+
+static void moments_add(moments *m, double x) {
+    m->n += 1;
+    const double d = x - m->mean;
+    m->mean += d / m->n;
+    m->m2 += d * (x - m->mean);
+}
+
 typedef struct {
     double log_a, log_b;      /* log sum 1[hit] e^{-s/T}, log sum e^{-s/T} over recorded steps */
-    double n, s_mean, s_m2;   /* Welford moments of s over recorded steps (for R-hat) */
+    moments all, first;       /* s over the recorded steps, and over their first half (R-hat) */
     double accepts, proposals;
     double hits;
 } walker_stats;
@@ -177,10 +191,8 @@ static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
         w->log_b = lse_add(w->log_b, e);
         if (wk->hit[q]) w->log_a = lse_add(w->log_a, e);
         w->hits += wk->hit[q];
-        w->n += 1;
-        const double dlt = c - w->s_mean;
-        w->s_mean += dlt / w->n;
-        w->s_m2 += dlt * (c - w->s_mean);
+        moments_add(&w->all, c);
+        if (2 * (st - s->burn) < s->steps - s->burn) moments_add(&w->first, c);
     }
     if (!s->save || (st - s->burn) % s->stride != 0) return;
     const int R = s->R;
@@ -198,9 +210,22 @@ static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
     lpe_h5_stream_append(s->chains.step, H5T_NATIVE_INT32, 0, nr, s->ibuf + 2 * R);
 }
 
+/* Gelman-Rubin R-hat of s over W walkers: between-walker variance of the means against the mean
+ * within-walker variance; over all recorded steps or (first) their first half. */
+static double rhat_of(const walker_stats *s, int W, int first) {
+    double mean = 0, wv = 0, bv = 0, n = (first ? s[0].first : s[0].all).n;
+    for (int w = 0; w < W; w++) mean += (first ? s[w].first : s[w].all).mean / W;
+    for (int w = 0; w < W; w++) {
+        const moments *m = first ? &s[w].first : &s[w].all;
+        wv += (m->n > 1 ? m->m2 / (m->n - 1) : 0) / W;
+        bv += (m->mean - mean) * (m->mean - mean) / (W - 1);
+    }
+    return wv > 0 && n > 1 ? sqrt(((n - 1) / n * wv + bv) / wv) : NAN;
+}
+
 /* Target t's estimate, standard error across walkers and diagnostics from its walkers' stats. */
 static void mhis_finish_target(const mhis_state *st, lpe_est_out *out, int t, double *acc_rate,
-                               double *rhat, double *hitfrac, double *hits) {
+                               double *rhat, double *rhat_first, double *hitfrac, double *hits) {
     const int W = st->W;
     const walker_stats *s = st->ws + (size_t)t * W;
     double m = -INFINITY, A = 0, Bsum = 0, na = 0, np = 0, nh = 0, h = 0;
@@ -225,23 +250,19 @@ static void mhis_finish_target(const mhis_state *st, lpe_est_out *out, int t, do
     acc_rate[t] = np > 0 ? na / np : NAN;
     hitfrac[t] = nh / W;
     hits[t] = h;
-    /* R-hat: between-walker variance of the means against the mean within-walker variance */
-    double mean = 0, wv = 0, bv = 0, n = s[0].n;
-    for (int w = 0; w < W; w++) mean += s[w].s_mean / W;
-    for (int w = 0; w < W; w++) {
-        wv += (s[w].n > 1 ? s[w].s_m2 / (s[w].n - 1) : 0) / W;
-        bv += (s[w].s_mean - mean) * (s[w].s_mean - mean) / (W - 1);
-    }
-    rhat[t] = wv > 0 && n > 1 ? sqrt(((n - 1) / n * wv + bv) / wv) : NAN;
+    rhat[t] = rhat_of(s, W, 0);
+    rhat_first[t] = rhat_of(s, W, 1);
 }
 
 static void mhis_finish(mhis_state *s, lpe_est_out *out) {
     if (s->save) chain_close(&s->chains);
     double *acc_rate = lpe_est_out_diag(out, "acceptance_rate");
     double *rhat = lpe_est_out_diag(out, "rhat_score");
+    double *rhat_first = lpe_est_out_diag(out, "rhat_score_first_half");
     double *hitfrac = lpe_est_out_diag(out, "walkers_with_hits");
     double *hits = lpe_est_out_diag(out, "hits");
-    for (int t = 0; t < s->T; t++) mhis_finish_target(s, out, t, acc_rate, rhat, hitfrac, hits);
+    for (int t = 0; t < s->T; t++)
+        mhis_finish_target(s, out, t, acc_rate, rhat, rhat_first, hitfrac, hits);
     lpe_walkers_free(&s->w);
     free(s->ibuf), free(s->scol), free(s->ws);
 }
