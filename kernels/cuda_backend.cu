@@ -97,6 +97,7 @@ static int state_table(slot *t, cuda_impl *c, int with_state) {
     ADD(c->state_tok, s * c->Bm * c->k);
     ADD(c->state_grad, g * c->Bm * c->k * c->D);
     ADD(c->accept, s * c->Bm);
+    ADD(c->gather_src, s * c->Bm);
     return n;
 }
 
@@ -149,7 +150,7 @@ static void describe(char *out, size_t n) {
     CU_CHECK(cudaGetDeviceProperties(&p, dev));
     CU_CHECK(cudaDriverGetVersion(&drv));
     CU_CHECK(cudaRuntimeGetVersion(&rt));
-    snprintf(out, n, "%s (sm_%d%d, %.1f GiB), CUDA driver %d.%d, runtime %d.%d", p.name, p.major,
+    snprintf(out, n, "%.120s (sm_%d%d, %.1f GiB), CUDA driver %d.%d, runtime %d.%d", p.name, p.major,
              p.minor, (double)p.totalGlobalMem / (1 << 30), drv / 1000, drv % 1000 / 10,
              rt / 1000, rt % 1000 / 10);
 }
@@ -170,6 +171,7 @@ static lpe_backend *cuda_create(lpe_weights *w, int max_batch, int k, int flags)
     slot t[64];
     c->bmem = alloc_table(t, batch_table(t, c));
     c->smem = alloc_table(t, state_table(t, c, (flags & LPE_BE_STATE) != 0));
+    c->h_rows = (int32_t *)lpe_calloc((size_t)max_batch, sizeof(int32_t));
     if (c->keep) { /* host staging for the score tiles (cuda_scores.cu) */
         c->h_stage = (float *)lpe_calloc((size_t)max_batch * CUDA_SCORE_TILE, sizeof(float));
         c->h_order = (int32_t *)lpe_calloc((size_t)max_batch * 3, sizeof(int32_t));
@@ -209,11 +211,11 @@ static double cuda_default_budget(void) {
 }
 
 extern "C" const lpe_backend_kind lpe_cuda_backend_kind = {
-    "cuda",
-    cuda_available,
-    cuda_upload,
-    cuda_free_weights,
-    cuda_create,
-    cuda_batch_bytes,
-    cuda_default_budget,
+    .name = "cuda",
+    .available = cuda_available,
+    .upload = cuda_upload,
+    .free_weights = cuda_free_weights,
+    .create = cuda_create,
+    .batch_bytes = cuda_batch_bytes,
+    .default_budget = cuda_default_budget,
 };

@@ -62,6 +62,7 @@ typedef struct {
 
     /* distribution in use (lifetime: until a different one is given) */
     const lpe_dist *d;    /* host view */
+    char d_sha256[65];    /* of the tables on the device ("" = none or not identifiable) */
     void *dmem;           /* device allocation of the tables below */
     int32_t *d_values;    /* [NS] */
     double *d_alias_prob; /* [NS] */
@@ -118,6 +119,8 @@ typedef struct {
     int32_t *state_tok;  /* [Bm, k] */
     float *state_grad;   /* [Bm, k, D] (with LPE_BE_GRAD) */
     uint8_t *accept;     /* [Bm] commit_state's flags on the device */
+    int32_t *gather_src; /* [Bm] gather_state's source rows on the device */
+    int32_t *h_rows;     /* host [Bm]: per-row flags coming back (non-finite rows) */
 } cuda_impl;
 
 #define CUDA_SCORE_TILE 2048
