@@ -118,13 +118,24 @@ static void set_dims(cuda_impl *c, const lpe_model_config *cfg, int Bm, int k, i
     c->keep = (flags & LPE_BE_GRAD) != 0;
 }
 
+/* 1 when a buffer of the table has 2^31 or more 4-byte elements: cuBLAS takes int sizes and
+ * leading dimensions, and the kernels index rows with int, so such a batch is refused. */
+static int too_large(const slot *t, int n) {
+    for (int i = 0; i < n; i++)
+        if (t[i].bytes / 4 >= (size_t)INT32_MAX) return 1;
+    return 0;
+}
+
+/* Bytes of the batch and state classes; "infinite" (2^62) for a batch with a buffer too large
+ * (too_large), so that lpe_backend_batch_for_budget never chooses one. */
 size_t cuda_batch_bytes(const lpe_model_config *cfg, int Bm, int k, int flags) {
     cuda_impl c;
     memset(&c, 0, sizeof c);
-    slot t[64];
+    slot t[64], u[8];
     set_dims(&c, cfg, Bm, k, flags);
-    return carve(t, batch_table(t, &c), NULL) +
-           carve(t, state_table(t, &c, (flags & LPE_BE_STATE) != 0), NULL);
+    int nt = batch_table(t, &c), nu = state_table(u, &c, (flags & LPE_BE_STATE) != 0);
+    if (too_large(t, nt) || too_large(u, nu)) return (size_t)1 << 62;
+    return carve(t, nt, NULL) + carve(u, nu, NULL);
 }
 
 static void *alloc_table(slot *t, int n) {
@@ -161,8 +172,10 @@ static lpe_backend *cuda_create(lpe_weights *w, int max_batch, int k, int flags)
     if (max_batch < 1) lpe_fail_input("cuda backend: batch size %d must be at least 1", max_batch);
     if (k < 1 || k > cfg->n_ctx)
         lpe_fail_input("cuda backend: sequence length %d must be in 1..n_ctx = %d", k, cfg->n_ctx);
-    if ((size_t)max_batch * k >= (size_t)1 << 31)
-        lpe_fail_input("cuda backend: batch %d x k %d token rows exceed 2^31", max_batch, k);
+    if (cuda_batch_bytes(cfg, max_batch, k, flags) >> 62)
+        lpe_fail_input("cuda backend: a batch of %d rows at k = %d needs a buffer of 2^31 or more "
+                       "elements (e.g. the logits, batch x d_vocab); use a smaller batch",
+                       max_batch, k);
     cuda_impl *c = (cuda_impl *)lpe_calloc(1, sizeof *c);
     c->m = m;
     c->w = (const cuda_weights *)w->impl;

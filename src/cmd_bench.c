@@ -219,7 +219,8 @@ int lpe_cmd_bench(int argc, char **argv) {
     int rc = parse_args(&o, &model_path, &k_file, &quick, argc, argv);
     if (rc >= 0) return rc;
     if (quick) o.min_time = 0.3;
-    sgemm_reference(&o, quick);
+    /* a GPU run compares with cuBLAS (bench_model): the host's sgemm only at the quick sizes */
+    sgemm_reference(&o, quick || !strcmp(lpe_backend_kind_find(o.backend)->name, "cuda"));
 
     lpe_model m1, m2;
     if (model_path) {

@@ -5,6 +5,7 @@
 # logic, not the GPU: no races between real threads, no warp-level timing, no cuBLAS.
 #   tools/cuda_emu/run.sh            quick shapes (LPE_CUDA_TEST_QUICK=1)
 #   tools/cuda_emu/run.sh full       every shape (slow: the gelu-1l shape's unembedding)
+#   tools/cuda_emu/run.sh py         tests/python/test_cuda_backend_cli.py on the emulated lpe
 #   EMU_ASAN=1 tools/cuda_emu/run.sh AddressSanitizer on the backend and the tests
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,6 +26,9 @@ if [ "${EMU_ASAN:-0}" = 1 ]; then san="-fsanitize=address -fno-omit-frame-pointe
 export EMU_CXXFLAGS="$san"
 make -s -j2 CUDA=1 NVCC="$top/tools/cuda_emu/nvcc" CUDA_HOME="$work/root" OPT="-O1" \
   CFLAGS="$san" LDFLAGS="$san" bin/lpe bin/tests/test_cuda_backend >/dev/null
+if [ "${1:-}" = py ]; then
+  exec python3 -m pytest -q -p no:cacheprovider -rs tests/python/test_cuda_backend_cli.py
+fi
 quick=1; [ "${1:-}" = full ] && quick=0
 ASAN_OPTIONS=detect_leaks=0:detect_stack_use_after_return=0 LPE_CUDA_TEST_QUICK=$quick \
   OMP_NUM_THREADS=1 bin/tests/test_cuda_backend
