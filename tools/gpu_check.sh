@@ -8,6 +8,7 @@
 #   1. here, in the worktree (no GPU needed):
 #        make -j2 CUDA=1 && make -j2 test-c        # builds bin/lpe and bin/tests/*
 #        /work/shared/device/bundle.sh             # -> .device-bundle/lpe.tar.gz
+#        tools/fetch_sanitizer.sh                  # -> .device-bundle/ compute-sanitizer wheel
 #      (in a git worktree, `.git` is a file: if bundle.sh fails at .git/info/exclude, run it
 #       with that line satisfied, e.g. `echo /.device-bundle/ >> "$(git rev-parse --git-path info/exclude)"`
 #       first; the check then passes and the mkdir is not reached)
@@ -24,10 +25,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-/tmp/b}
 if [ -d "$B/bin" ]; then
-  export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PATH=$B/bin:/usr/local/cuda/bin:$PATH
+  export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PATH=$B/bin:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer:$PATH
   [ -e bin ] || ln -s "$B/bin" bin   # the Python tests run ./bin/lpe
 else
-  export PATH=/usr/local/cuda/bin:$PATH
+  export PATH=/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer:$PATH
 fi
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell} OMP_WAIT_POLICY=passive
 LOG=${OUT:-/tmp}/gpu_check
@@ -51,6 +52,13 @@ step() {
 }
 
 nvidia-smi -L > "$LOG/device.log" 2>&1; cat "$LOG/device.log"
+# compute-sanitizer from the wheel tools/fetch_sanitizer.sh put in the bundle, when not installed
+whl=$(ls .device-bundle/nvidia_cuda_sanitizer_api-*.whl 2>/dev/null | head -n 1)
+if ! command -v compute-sanitizer >/dev/null && [ -n "$whl" ]; then
+  python3 -m zipfile -e "$whl" /tmp/sanitizer >/dev/null 2>&1 &&
+    chmod +x /tmp/sanitizer/nvidia/cu13/bin/compute-sanitizer &&
+    export PATH=/tmp/sanitizer/nvidia/cu13/bin:$PATH
+fi
 step test_cuda_backend 120 bin/tests/test_cuda_backend
 if ! command -v compute-sanitizer >/dev/null; then
   echo "compute-sanitizer not found" > "$LOG/memcheck.log"; cp "$LOG/memcheck.log" "$LOG/racecheck.log"
