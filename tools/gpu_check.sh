@@ -6,12 +6,9 @@
 #
 # Exact sequence for a later session (the device tool runs in a copy of the worktree):
 #   1. here, in the worktree (no GPU needed):
-#        make -j2 CUDA=1 && make -j2 test-c        # builds bin/lpe and bin/tests/*
-#        /work/shared/device/bundle.sh             # -> .device-bundle/lpe.tar.gz
-#        tools/fetch_sanitizer.sh                  # -> .device-bundle/ compute-sanitizer wheel
-#      (in a git worktree, `.git` is a file: if bundle.sh fails at .git/info/exclude, run it
-#       with that line satisfied, e.g. `echo /.device-bundle/ >> "$(git rev-parse --git-path info/exclude)"`
-#       first; the check then passes and the mkdir is not reached)
+#        make -j2 CUDA=1 && make -j2 test-c && tools/gpu_bundle.sh
+#      (-> .device-bundle/: lpe.tar.gz with bin/ and its libraries, and the compute-sanitizer
+#       wheel; /work/shared/device/bundle.sh does the first part but fails in a git worktree)
 #   2. one device call:
 #        run(command="mkdir -p /tmp/b && tar -xzf .device-bundle/lpe.tar.gz -C /tmp/b &&
 #                     tools/gpu_check.sh /tmp/b", carry=[".device-bundle"], timeout_s=480)
@@ -26,7 +23,8 @@ cd "$(dirname "$0")/.."
 B=${1:-/tmp/b}
 if [ -d "$B/bin" ]; then
   export LD_LIBRARY_PATH=$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} PATH=$B/bin:/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer:$PATH
-  [ -e bin ] || ln -s "$B/bin" bin   # the Python tests run ./bin/lpe
+  # the Python tests run ./bin/lpe: point it at the bundle (a real bin/ would be a stale build)
+  if [ -L bin ] || [ ! -e bin ]; then ln -sfn "$B/bin" bin; else echo "warning: using ./bin, not $B/bin"; fi
 else
   export PATH=/usr/local/cuda/bin:/usr/local/cuda/compute-sanitizer:$PATH
 fi
@@ -52,7 +50,7 @@ step() {
 }
 
 nvidia-smi -L > "$LOG/device.log" 2>&1; cat "$LOG/device.log"
-# compute-sanitizer from the wheel tools/fetch_sanitizer.sh put in the bundle, when not installed
+# compute-sanitizer from the wheel tools/gpu_bundle.sh put in the bundle, when not installed
 whl=$(ls .device-bundle/nvidia_cuda_sanitizer_api-*.whl 2>/dev/null | head -n 1)
 if ! command -v compute-sanitizer >/dev/null && [ -n "$whl" ]; then
   python3 -m zipfile -e "$whl" /tmp/sanitizer >/dev/null 2>&1 &&
