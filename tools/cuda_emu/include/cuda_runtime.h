@@ -117,6 +117,8 @@ struct emu_sched {
     uint64_t slot[2][1024];          /* shuffle exchange, by parity */
     void (*body)(void *) = nullptr;
     void *arg = nullptr;
+    int yielded = 0;                 /* a barrier or shuffle was met in this launch */
+    int direct = 0;                  /* threads run as plain calls (no fibers) */
 };
 inline emu_sched emu;
 enum { EMU_STACK = 256 * 1024 };
@@ -128,7 +130,11 @@ inline void emu_fiber(int tid) {
 }
 
 /* back to the scheduler until every live thread of the block got here */
-inline void emu_yield(void) { swapcontext(&emu.ctx[emu.cur], &emu.main); }
+inline void emu_yield(void) {
+    if (emu.direct) { fprintf(stderr, "emu: a barrier in a kernel whose first launch had none\n"); abort(); }
+    emu.yielded = 1;
+    swapcontext(&emu.ctx[emu.cur], &emu.main);
+}
 inline void __syncthreads(void) { emu_yield(); }
 
 template <typename T> inline T emu_shfl_xor(T v, int o) {
@@ -145,10 +151,24 @@ template <typename T> inline T emu_shfl_xor(T v, int o) {
 
 template <typename F> inline void emu_call(void *f) { (*(F *)f)(); }
 
-/* run body for every (block, thread): blocks in order, a block's threads as fibers */
+/* run body for every (block, thread): blocks in order, a block's threads as fibers. A launch
+ * site (F, one lambda type each) whose first launch met no barrier runs its threads as plain
+ * calls from then on (much faster; the kernels here use barriers always or never). */
 template <typename F> inline void emu_launch(dim3 grid, dim3 block, F f) {
+    static int uses_barriers = -1; /* unknown until the first launch of this site */
     int n = (int)block.x;
     if (n > 1024 || grid.x == 0) { fprintf(stderr, "emu_launch: bad configuration\n"); abort(); }
+    gridDim = grid, blockDim = block;
+    if (uses_barriers == 0) {
+        emu.direct = 1;
+        for (unsigned b = 0; b < grid.x; b++) {
+            blockIdx.x = b;
+            for (int t = 0; t < n; t++) threadIdx.x = (unsigned)t, f();
+        }
+        emu.direct = 0;
+        return;
+    }
+    emu.yielded = 0;
     if (emu.cap < n) {
         free(emu.stacks), free(emu.ctx), free(emu.done), free(emu.nshfl);
         emu.stacks = (char *)malloc((size_t)n * EMU_STACK);
@@ -179,6 +199,7 @@ template <typename F> inline void emu_launch(dim3 grid, dim3 block, F f) {
             }
         }
     }
+    uses_barriers = emu.yielded;
 }
 
 #endif
