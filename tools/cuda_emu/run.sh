@@ -24,7 +24,7 @@ cd "$work/tree"
 san=
 if [ "${EMU_ASAN:-0}" = 1 ]; then san="-fsanitize=address -fno-omit-frame-pointer"; fi
 export EMU_CXXFLAGS="$san"
-make -s -j2 CUDA=1 NVCC="$top/tools/cuda_emu/nvcc" CUDA_HOME="$work/root" OPT="-O1" \
+make -s -j2 CUDA=1 NVCC="$work/tree/tools/cuda_emu/nvcc" CUDA_HOME="$work/root" OPT="-O1" \
   CFLAGS="$san" LDFLAGS="$san" bin/lpe bin/tests/test_cuda_backend >/dev/null
 if [ "${1:-}" = py ]; then
   exec python3 -m pytest -q -p no:cacheprovider -rs tests/python/test_cuda_backend_cli.py
