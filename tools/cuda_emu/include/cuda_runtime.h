@@ -60,13 +60,13 @@ inline cudaError_t cudaGetDeviceCount(int *n) {
 inline cudaError_t cudaGetDevice(int *d) { *d = 0; return cudaSuccess; }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
     snprintf(p->name, sizeof p->name, "CPU emulation of CUDA (tools/cuda_emu)");
-    p->major = 9, p->minor = 0, p->totalGlobalMem = (size_t)4 << 30;
+    p->major = 9, p->minor = 0, p->totalGlobalMem = (size_t)24 << 30;
     return cudaSuccess;
 }
 inline cudaError_t cudaDriverGetVersion(int *v) { *v = 13000; return cudaSuccess; }
 inline cudaError_t cudaRuntimeGetVersion(int *v) { *v = 13000; return cudaSuccess; }
 inline cudaError_t cudaMemGetInfo(size_t *f, size_t *t) {
-    *t = (size_t)4 << 30, *f = (size_t)2 << 30;
+    *t = (size_t)24 << 30, *f = (size_t)16 << 30; /* an H100-like card: batch sizes as on a GPU */
     return cudaSuccess;
 }
 inline cudaError_t cudaMalloc(void **p, size_t n) {
