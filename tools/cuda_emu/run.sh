@@ -21,6 +21,7 @@ for d in Makefile include src kernels tests tools; do  # the sources (build outp
   cp -a "$top/$d" "$work/tree/$d"
 done
 cd "$work/tree"
+rm -rf build/kernels  # the Makefile does not see the emulation headers change: recompile
 san=
 if [ "${EMU_ASAN:-0}" = 1 ]; then san="-fsanitize=address -fno-omit-frame-pointer"; fi
 export EMU_CXXFLAGS="$san"
