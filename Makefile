@@ -3,7 +3,9 @@
 # Optional features are probed and reported:
 #   OpenMP  (-fopenmp)                        threads in the CPU backend
 #   OpenBLAS (OpenMP build preferred)         sgemm for the CPU backend (required)
-#   nvcc + kernels/*.cu                       the CUDA backend (CUDA=0 disables; CUDA_ARCH=sm_90)
+#   nvcc + kernels/*.cu                       the CUDA backend: CUDA=auto (default: built when nvcc
+#                                             is found), CUDA=1 (required), CUDA=0 (never);
+#                                             CUDA_ARCH=sm_90 gives sm_90 SASS plus compute_90 PTX
 # Required: HDF5 C library, inih. tools/setup.sh installs everything on Debian.
 
 CC       ?= cc
@@ -39,6 +41,9 @@ ifeq ($(CUDA),0)
   HAVE_CUDA :=
 else
   HAVE_CUDA := $(if $(CU_SRCS),$(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1),)
+  ifeq ($(CUDA)$(HAVE_CUDA),1)
+    $(error CUDA=1 but $(NVCC) is not on the PATH (or kernels/ is missing); use CUDA=auto or CUDA=0)
+  endif
 endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 
@@ -53,8 +58,11 @@ ifeq ($(HAVE_OPENMP),1)
 endif
 ifeq ($(HAVE_CUDA),1)
   CPPFLAGS += -DLPE_HAVE_CUDA=1
-  NVCCFLAGS ?= -O3 -arch=$(CUDA_ARCH) -std=c++17 -Iinclude --expt-relaxed-constexpr
-  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublas
+  # sm_NN SASS for the target card plus compute_NN PTX, which newer cards JIT-compile
+  CUDA_SM := $(patsubst sm_%,%,$(patsubst compute_%,%,$(CUDA_ARCH)))
+  CUDA_GENCODE ?= -gencode arch=compute_$(CUDA_SM),code=[sm_$(CUDA_SM),compute_$(CUDA_SM)]
+  NVCCFLAGS ?= -O3 -g -lineinfo $(CUDA_GENCODE) -std=c++20 -Iinclude -Xcompiler -Wall,-Wno-unused-parameter
+  LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
 
 LIB_SRCS  := $(filter-out src/main.c,$(wildcard src/*.c src/*/*.c))
@@ -78,7 +86,7 @@ $(BUILD)/%.o: %.c Makefile
 
 $(BUILD)/%.o: %.cu $(wildcard include/lpe/*.h) $(wildcard kernels/*.cuh) Makefile
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) $(HDF5_CFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 # version string: rebuilt whenever `git describe` changes
 $(BUILD)/version.c: FORCE
@@ -120,7 +128,7 @@ clean:
 	rm -rf $(BUILD) bin
 
 help:
-	@echo "make [CUDA=0|1] [CUDA_ARCH=sm_90] [OPT=...]   build bin/lpe"
+	@echo "make [CUDA=0|1|auto] [CUDA_ARCH=sm_90] [OPT=...]   build bin/lpe (CUDA=auto: when nvcc is found)"
 	@echo "make test | test-c | test-py                   run tests"
 	@echo "make bench                                     CPU/GPU benchmark"
 	@echo "make quickstart                                the embedded default experiment"

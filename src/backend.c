@@ -30,7 +30,8 @@ const lpe_backend_kind *lpe_backend_kind_find(const char *name) {
         if (!automatic && strcmp(name, kinds[i]->name)) continue;
         if (kinds[i]->available()) return kinds[i];
         if (!automatic)
-            lpe_fail_input("backend '%s': no usable device on this machine", kinds[i]->name);
+            lpe_fail_input("backend '%s': no usable device on this machine%s", kinds[i]->name,
+                           strcmp(kinds[i]->name, "cuda") ? "" : " (no CUDA device or driver)");
     }
     if (automatic) lpe_fail_input("backend 'auto': no backend is usable on this machine");
     if (!strcmp(name, "cuda"))

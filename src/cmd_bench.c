@@ -13,6 +13,9 @@
 #include <string.h>
 
 #include "lpe/backend.h"
+#ifdef LPE_HAVE_CUDA
+#include "lpe/cuda.h"
+#endif
 #include "lpe/cmd.h"
 #include "lpe/common.h"
 #include "lpe/dist.h"
@@ -33,7 +36,9 @@ static void usage(FILE *f) {
             "sgemm rate (M x 1024 x 512) measured just before that model's passes, so both\n"
             "numbers see the same machine load. scores@: scores_at over the whole vocabulary\n"
             "(rows/s); scoresum: scores_sum of 8 groups over the whole vocabulary at every\n"
-            "position (calls/s).\n");
+            "position (calls/s).\n"
+            "With --backend cuda the sgemm column is cuBLAS FP32 at the unembedding shape\n"
+            "(batch x d_vocab x d_model) on the device, measured in the same run.\n");
 }
 
 static double sgemm_rate(int M, int N, int K, int reps) {
@@ -83,6 +88,9 @@ static void bench_model(const bench_opts *o, const char *label, const lpe_model 
     lpe_fwd_out out = {.argmax = am, .target_logit = tl};
     double ff = lpe_model_forward_flops(&m->cfg, k), fb = lpe_model_backward_flops(&m->cfg, k);
     double ref = sgemm_rate(B * k < 4096 ? B * k : 4096, 1024, 512, o->min_time < 1 ? 1 : 2);
+#ifdef LPE_HAVE_CUDA
+    if (!strcmp(be->name, "cuda")) ref = lpe_cuda_sgemm_rate(B, V, D, 3); /* cuBLAS, B x V x D */
+#endif
     for (int grad = 0; grad < 2; grad++) {
         be->forward(be, &out, tgt, B, grad); /* warm-up: first touch of the buffers */
         int n = 0;
@@ -211,7 +219,8 @@ int lpe_cmd_bench(int argc, char **argv) {
     int rc = parse_args(&o, &model_path, &k_file, &quick, argc, argv);
     if (rc >= 0) return rc;
     if (quick) o.min_time = 0.3;
-    sgemm_reference(&o, quick);
+    /* a GPU run compares with cuBLAS (bench_model): the host's sgemm only at the quick sizes */
+    sgemm_reference(&o, quick || !strcmp(lpe_backend_kind_find(o.backend)->name, "cuda"));
 
     lpe_model m1, m2;
     if (model_path) {

@@ -25,6 +25,7 @@
 
 #include "lpe/common.h"
 #include "lpe/h5io.h"
+#include "lpe/dist_draw.h"
 #include "lpe/philox.h"
 
 /* Token ids are checked against this bound when no vocabulary size is given (d_vocab <= 0, e.g.
@@ -454,16 +455,8 @@ void lpe_dist_sample(int32_t *tokens /* [B, k] */, const lpe_dist *d, uint64_t s
             int f = d->positions[j];
             int64_t a = d->offsets[f];
             uint32_t n = (uint32_t)(d->offsets[f + 1] - a);
-            if (n == 1) { /* constant position: the draw would be discarded anyway */
-                row[j] = d->values[a];
-                continue;
-            }
-            uint32_t w[4];
-            lpe_rng4(w, seed, stream, first + (uint64_t)b, (uint32_t)j);
-            uint32_t col = lpe_below(w[0], n);
-            double u = lpe_u01_53(w[1], w[2]);
-            int32_t local = u < d->alias_prob[a + col] ? (int32_t)col : d->alias_idx[a + col];
-            row[j] = d->values[a + local];
+            row[j] = lpe_alias_draw(d->values + a, d->alias_prob + a, d->alias_idx + a, n, seed,
+                                    stream, first + (uint64_t)b, (uint32_t)j);
         }
     }
 }

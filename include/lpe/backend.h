@@ -41,6 +41,10 @@
 #include "lpe/model.h"
 #include "lpe/qld_core.h"
 
+#ifdef __cplusplus /* the CUDA backend (kernels/, C++) includes this header */
+extern "C" {
+#endif
+
 typedef struct {
     int32_t *argmax;     /* [B] argmax_v l_v (ties: lowest index), or NULL */
     float *target_logit; /* [B] l_{t_b}, or NULL (requires targets) */
@@ -152,6 +156,10 @@ int lpe_backend_batch_for_budget(const char *name, const lpe_model_config *cfg, 
 extern const lpe_backend_kind lpe_cpu_backend_kind;
 #ifdef LPE_HAVE_CUDA
 extern const lpe_backend_kind lpe_cuda_backend_kind;
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif

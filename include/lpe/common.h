@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus /* the CUDA backend (kernels/, C++) includes this header */
+extern "C" {
+#endif
+
 #define LPE_EXIT_OK 0
 #define LPE_EXIT_RUNTIME 1
 #define LPE_EXIT_INPUT 2
@@ -85,5 +89,9 @@ const char *lpe_arg_value(int argc, char **argv, int *i, const char *cmd);
 /* Parse helpers for command-line values: exit 2 naming `what` on a bad value. */
 long long lpe_parse_ll(const char *s, const char *what);
 double lpe_parse_double(const char *s, const char *what);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -17,6 +17,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus /* the CUDA backend (kernels/, C++) includes this header */
+extern "C" {
+#endif
+
 #define LPE_DIST_FORMAT_VERSION 1
 
 typedef struct {
@@ -67,5 +71,9 @@ static inline int lpe_dist_support(const lpe_dist *d, int j) {
  * tokens [k], returning its log probability. */
 uint64_t lpe_dist_enum_size(const lpe_dist *d);
 double lpe_dist_enum_decode(const lpe_dist *d, uint64_t idx, int32_t *tokens);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

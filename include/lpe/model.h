@@ -14,6 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus /* the CUDA backend (kernels/, C++) includes this header */
+extern "C" {
+#endif
+
 #define LPE_MODEL_FORMAT_VERSION 1
 
 typedef enum { LPE_ACT_GELU = 0, LPE_ACT_GELU_NEW = 1, LPE_ACT_RELU = 2 } lpe_act;
@@ -69,5 +73,9 @@ const char *lpe_act_name(lpe_act a);
  * length k; and of the backward to the embedding input. Used by benchmarks. */
 double lpe_model_forward_flops(const lpe_model_config *cfg, int k);
 double lpe_model_backward_flops(const lpe_model_config *cfg, int k);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

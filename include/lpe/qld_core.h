@@ -20,6 +20,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus /* the CUDA backend (kernels/, C++) includes this header */
+extern "C" {
+#endif
+
 enum { LPE_QLD_PAPER = 0, LPE_QLD_ARC = 1 }; /* methods.md §4: the definition / the public code */
 
 /* Status of a direction search. */
@@ -177,5 +181,9 @@ void lpe_gld_fit(double *mu, double *sigma, const double *m, int n);
 /* ln Pr[N(mu, sigma^2) >= 0] = ln Phi(mu / sigma); sigma = 0: 0 (probability 1) when mu >= 0,
  * -inf otherwise (a point mass). */
 double lpe_gld_log_estimate(double mu, double sigma);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,464 @@
+/* test_cuda_backend.c: the CUDA backend against the CPU backend (its oracle) on random models of
+ * several shapes (2 layers gelu, 1 layer gelu_new with b_U, 3 layers relu with d_head 3, attention
+ * only, k = 1, and the gelu-1l shape at a small batch):
+ *   - logits, max and target logit, final-LN activations, gradients ds/dr0 within the bound
+ *     below; argmax identical except at near-ties (counted and printed);
+ *   - scores_at / scores_sum against float64 products of the CUDA backend's own gradient;
+ *   - sample_tokens identical to lpe_dist_sample (the same Philox draws, bit for bit);
+ *   - walker state: load_state, commit_state, gather_state, get_tokens / get_grad of the state;
+ *   - ground truth (lpe_truth_sample) counts identical except for near-tie rows;
+ *   - bad token ids exit 2, non-finite logits exit 1 (in a fresh process: a forked child cannot
+ *     use the parent's CUDA context).
+ * Without a CUDA device (or in a build without CUDA) it prints "SKIP: ..." and exits 0 having
+ * counted no check. LPE_CUDA_TEST_QUICK=1 runs the small shapes only (compute-sanitizer).
+ *
+ * Tolerance. Both backends compute in float32 with the same formulas, but sum products in other
+ * orders (cuBLAS tiles vs OpenBLAS kernels, warp reductions vs loops). A float32 sum of n terms
+ * t_i in any order has |error| <= (n - 1) eps32 sum |t_i| (eps32 = 2^-24 per rounding, first
+ * order). A logit l_v = sum_d lnf_d W_U[d, v] + b_U[v] is one such sum over D terms, on inputs
+ * lnf that carry the errors of the layers below; each layer adds products of length at most
+ * Kmax = max(D, F, HD, k) whose errors LayerNorm keeps on the scale of the activations. So
+ *     |l_cuda - l_cpu| <= C (L + 1) Kmax eps32 S_v,   S_v = sum_d |lnf_d W_U[d, v]| + |b_U[v]|,
+ * with C = 2 (two computations, each within the bound). The backward runs the products again
+ * (transposed), so gradients get C = 4 against the row's largest component. The worst case is
+ * far above the typical error (random signs: ~sqrt(n) eps32), so the test also prints the
+ * largest observed error as a fraction of its bound.
+ *
+ * Near-ties: a row's argmax may differ only when the CPU's top-two logit gap is within the sum
+ * of the two logits' bounds; such rows are counted and printed, and the truth counts may differ
+ * by at most two per near-tie row.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "lpe/backend.h"
+#include "lpe/common.h"
+#include "lpe/dist.h"
+#include "lpe/model.h"
+#include "lpe/philox.h"
+#include "lpe/truth.h"
+
+#define EPS32 5.9604644775390625e-8 /* 2^-24 */
+
+static int quick;
+
+static void random_tokens(int32_t *t, int n, int V, uint32_t slot) {
+    for (int i = 0; i < n; i++) {
+        uint32_t w[4];
+        lpe_rng4(w, 77, lpe_stream(LPE_STREAM_TEST, slot), (uint64_t)i, 0);
+        t[i] = (int32_t)lpe_below(w[0], (uint32_t)V);
+    }
+}
+
+/* biases and LayerNorm parameters away from 0 / 1, so that every term matters */
+static void perturb(lpe_model *m) {
+    const lpe_model_config *c = &m->cfg;
+    int D = c->d_model, HD = c->n_heads * c->d_head;
+    for (int l = 0; l < c->n_layers; l++) {
+        lpe_layer *y = &m->layers[l];
+        for (int i = 0; i < D; i++) {
+            y->ln1_w[i] = 1.0f + 0.1f * sinf((float)i + l);
+            y->ln1_b[i] = 0.1f * cosf(3.0f * i);
+            y->b_O[i] = 0.05f * sinf(7.0f * i);
+            if (y->ln2_w) {
+                y->ln2_w[i] = 1.0f - 0.1f * cosf((float)i);
+                y->b_out[i] = 0.05f * cosf(5.0f * i);
+            }
+        }
+        for (int i = 0; i < HD; i++) {
+            y->b_Q[i] = 0.1f * sinf(2.0f * i);
+            y->b_K[i] = 0.1f * cosf(2.0f * i);
+            y->b_V[i] = 0.1f * sinf(3.0f * i + 1);
+        }
+        if (y->b_in)
+            for (int i = 0; i < c->d_mlp; i++) y->b_in[i] = 0.1f * sinf(0.5f * i);
+    }
+}
+
+/* C (L + 1) Kmax eps32: the relative factor of the bound (file comment) */
+static double bound_factor(const lpe_model_config *c, int k, double C) {
+    int K = c->d_model;
+    if (!c->attn_only && c->d_mlp > K) K = c->d_mlp;
+    if (c->n_heads * c->d_head > K) K = c->n_heads * c->d_head;
+    if (k > K) K = k;
+    return C * (c->n_layers + 1) * K * EPS32;
+}
+
+/* S_v of one row: sum_d |lnf_d W_U[d, v]| + |b_U[v]|, for all v (out [V]) */
+static void logit_scale(double *S, const lpe_model *m, const float *lnf) {
+    int D = m->cfg.d_model, V = m->cfg.d_vocab;
+    for (int v = 0; v < V; v++) S[v] = m->b_U ? fabs(m->b_U[v]) : 0;
+    for (int d = 0; d < D; d++)
+        for (int v = 0; v < V; v++) S[v] += fabs(lnf[d] * m->W_U[(size_t)d * V + v]);
+}
+
+typedef struct {
+    int32_t *am;
+    float *tl, *ml, *mg, *act, *lg, *gr;
+} fwd_res;
+
+static void run_forward(fwd_res *r, lpe_backend *be, const int32_t *tok, const int32_t *tgt,
+                        int B, int k) {
+    const lpe_model_config *c = &be->model->cfg;
+    int D = c->d_model, V = c->d_vocab;
+    r->am = calloc(B, sizeof *r->am);
+    r->tl = calloc(B, sizeof *r->tl), r->ml = calloc(B, sizeof *r->ml);
+    r->mg = calloc(B, sizeof *r->mg);
+    r->act = calloc((size_t)B * D, sizeof *r->act);
+    r->lg = calloc((size_t)B * V, sizeof *r->lg);
+    r->gr = calloc((size_t)B * k * D, sizeof *r->gr);
+    be->load_tokens(be, tok, B);
+    lpe_fwd_out o = {.argmax = r->am, .target_logit = r->tl, .max_logit = r->ml, .act = r->act,
+                     .margin = r->mg};
+    be->forward(be, &o, tgt, B, 1);
+    be->get_logits(be, r->lg, B);
+    be->get_grad(be, r->gr, LPE_BUF_BATCH, B);
+}
+
+static void free_res(fwd_res *r) {
+    free(r->am), free(r->tl), free(r->ml), free(r->mg), free(r->act), free(r->lg), free(r->gr);
+}
+
+/* second largest of a row of logits */
+static float second_best(const float *l, int V, int best) {
+    float s = -INFINITY;
+    for (int v = 0; v < V; v++)
+        if (v != best && l[v] > s) s = l[v];
+    return s;
+}
+
+/* forward outputs of CUDA (g) against CPU (c); returns the number of near-tie rows */
+static int compare_forward(const fwd_res *c, const fwd_res *g, const lpe_model *m,
+                           const int32_t *tgt, int B, int k, const char *label) {
+    int D = m->cfg.d_model, V = m->cfg.d_vocab;
+    double f = bound_factor(&m->cfg, k, 2), fg = bound_factor(&m->cfg, k, 4);
+    double *S = calloc(V, sizeof *S);
+    double worst_lg = 0, worst_act = 0, worst_gr = 0;
+    int near = 0, bad_am = 0, bad_stats = 0;
+    for (int b = 0; b < B; b++) {
+        const float *lc = c->lg + (size_t)b * V, *lgp = g->lg + (size_t)b * V;
+        logit_scale(S, m, c->act + (size_t)b * D);
+        for (int v = 0; v < V; v++)
+            worst_lg = fmax(worst_lg, fabs(lc[v] - lgp[v]) / (f * S[v] + 1e-30));
+        if (g->am[b] != c->am[b]) {
+            int a = c->am[b];
+            double gap = lc[a] - second_best(lc, V, a), tol = f * (S[a] + S[g->am[b]]);
+            if (gap <= tol) near++;
+            else bad_am++;
+        }
+        /* the CUDA outputs agree with the CUDA logits exactly (the same floats) */
+        int best = 0, t = tgt[b];
+        for (int v = 1; v < V; v++)
+            if (lgp[v] > lgp[best]) best = v;
+        float other = -INFINITY;
+        for (int v = 0; v < V; v++)
+            if (v != t && lgp[v] > other) other = lgp[v];
+        bad_stats += best != g->am[b] || g->ml[b] != lgp[best] || g->tl[b] != lgp[t] ||
+                     g->mg[b] != lgp[t] - other;
+        if (best != g->am[b] || g->ml[b] != lgp[best] || g->tl[b] != lgp[t] || g->mg[b] != lgp[t] - other)
+            fprintf(stderr, "  row %d: argmax %d/%d max %g/%g target %g/%g margin %g/%g\n", b,
+                    g->am[b], best, g->ml[b], lgp[best], g->tl[b], lgp[t], g->mg[b], lgp[t] - other);
+        worst_lg = fmax(worst_lg, fabs(c->tl[b] - g->tl[b]) / (f * S[t] + 1e-30));
+        double sa = 0, sg = 0;
+        for (int d = 0; d < D; d++) sa = fmax(sa, fabs(c->act[(size_t)b * D + d]));
+        for (int d = 0; d < D; d++)
+            worst_act = fmax(worst_act, fabs(c->act[(size_t)b * D + d] - g->act[(size_t)b * D + d]) / (f * sa));
+        const float *gc = c->gr + (size_t)b * k * D, *gg = g->gr + (size_t)b * k * D;
+        for (int i = 0; i < k * D; i++) sg = fmax(sg, fabs(gc[i]));
+        for (int i = 0; i < k * D; i++) worst_gr = fmax(worst_gr, fabs(gc[i] - gg[i]) / (fg * sg));
+    }
+    printf("  %-16s logits %.3g, act %.3g, grad %.3g of the bound; %d near-tie argmax row(s)\n",
+           label, worst_lg, worst_act, worst_gr, near);
+    CHECK(worst_lg <= 1, "%s: logits differ by %.3g x the bound", label, worst_lg);
+    CHECK(worst_act <= 1, "%s: final-LN activations differ by %.3g x the bound", label, worst_act);
+    CHECK(worst_gr <= 1, "%s: gradients differ by %.3g x the bound", label, worst_gr);
+    CHECK(bad_am == 0, "%s: %d argmax rows differ beyond a near tie", label, bad_am);
+    CHECK(bad_stats == 0, "%s: %d rows' argmax/max disagree with the CUDA logits", label, bad_stats);
+    free(S);
+    return near;
+}
+
+/* scores of the CUDA backend against float64 products of its own gradient with W_E rows:
+ * one product of length D, so |err| <= 2 D eps32 sum_d |W_E[y, d] g_d| (+ the float64 sum of
+ * group rows in scores_sum, exact to float32 rounding of the sum). */
+static void check_scores(lpe_backend *be, const lpe_model *m, const lpe_dist *d, const float *gr,
+                         int B, int k, const char *label) {
+    int D = m->cfg.d_model;
+    int nmax = 0;
+    for (int j = 0; j < k; j++) nmax = lpe_dist_support(d, j) > nmax ? lpe_dist_support(d, j) : nmax;
+    float *sc = calloc((size_t)B * nmax, sizeof *sc);
+    int32_t *pos = calloc(B, sizeof *pos);
+    for (int b = 0; b < B; b++) pos[b] = (b * 5 + 1) % k;
+    be->scores_at(be, sc, nmax, pos, LPE_BUF_BATCH, B);
+    double worst = 0;
+    for (int b = 0; b < B; b++) {
+        int f = d->positions[pos[b]];
+        for (int s = 0; s < lpe_dist_support(d, pos[b]); s++) {
+            const float *e = m->W_E + (size_t)d->values[d->offsets[f] + s] * D;
+            const float *g = gr + ((size_t)b * k + pos[b]) * D;
+            double ref = 0, mag = 0;
+            for (int i = 0; i < D; i++) ref += (double)e[i] * g[i], mag += fabs((double)e[i] * g[i]);
+            worst = fmax(worst, fabs(sc[(size_t)b * nmax + s] - ref) / (2 * D * EPS32 * mag + 1e-30));
+        }
+    }
+    CHECK(worst <= 1, "%s: scores_at differs from the float64 product by %.3g x the bound", label, worst);
+    /* scores_sum: 3 groups of uneven size */
+    int32_t goff[4] = {0, 1, B / 2, B};
+    int64_t S = 0;
+    for (int j = 0; j < k; j++) S += lpe_dist_support(d, j);
+    double *ss = calloc((size_t)3 * S, sizeof *ss), worst2 = 0;
+    double *gs = calloc((size_t)2 * D, sizeof *gs); /* [D] sum_b g, [D] sum_b |g| of a group */
+    be->scores_sum(be, ss, goff, 3);
+    for (int gi = 0; gi < 3; gi++) {
+        int64_t o = 0;
+        for (int j = 0; j < k; j++) {
+            int f = d->positions[j], nf = lpe_dist_support(d, j);
+            memset(gs, 0, (size_t)2 * D * sizeof *gs);
+            for (int b = goff[gi]; b < goff[gi + 1]; b++)
+                for (int i = 0; i < D; i++) {
+                    double t = gr[((size_t)b * k + j) * D + i];
+                    gs[i] += t, gs[D + i] += fabs(t);
+                }
+            /* large supports: every stride-th entry (the host product would dominate the test) */
+            int stride = nf > 1024 ? nf / 1024 : 1;
+            for (int s = 0; s < nf; s += stride) {
+                const float *e = m->W_E + (size_t)d->values[d->offsets[f] + s] * D;
+                double ref = 0, mag = 0;
+                for (int i = 0; i < D; i++) ref += e[i] * gs[i], mag += fabs(e[i]) * gs[D + i];
+                worst2 = fmax(worst2, fabs(ss[(size_t)gi * S + o + s] - ref) / (2 * (D + B) * EPS32 * mag + 1e-30));
+            }
+            o += nf;
+        }
+    }
+    free(gs);
+    CHECK(worst2 <= 1, "%s: scores_sum differs from the float64 sum by %.3g x the bound", label, worst2);
+    free(sc), free(pos), free(ss);
+}
+
+/* distribution over the model's vocabulary: position j uses factor j % 3; factor 0 consecutive
+ * ids (W_E rows used in place), factor 1 scattered ids (gathered; all V when full), factor 2 one
+ * token. full: factor 1 is the whole vocabulary (several score tiles when V > 2048). */
+static void make_dist(lpe_dist *d, int V, int k, int full) {
+    int n1 = full ? V : V / 2;
+    int64_t off[4] = {0, 9, 9 + n1, 9 + n1 + 1};
+    int32_t *vals = calloc(off[3], sizeof *vals);
+    double *pr = calloc(off[3], sizeof *pr);
+    for (int i = 0; i < 9; i++) vals[i] = 3 + i;
+    for (int i = 0; i < n1; i++) vals[9 + i] = full ? (V - 1 - i) : (int32_t)((7 * i + 1) % V);
+    vals[off[2]] = V - 1;
+    for (int i = 0; i < off[3]; i++) pr[i] = 1.0 + (i % 5);
+    int32_t *pos_f = calloc(k, sizeof *pos_f);
+    for (int j = 0; j < k; j++) pos_f[j] = j % 3;
+    lpe_dist_from_arrays(d, "t", "test", 3, off, vals, pr, k, pos_f, V);
+    free(vals), free(pr), free(pos_f);
+}
+
+/* sampled tokens identical to lpe_dist_sample; walker-state operations as on the CPU */
+static void check_sampling_and_state(lpe_backend *g, lpe_backend *c, const lpe_dist *d, int B,
+                                     int k, const char *label) {
+    int D = g->model->cfg.d_model;
+    int32_t *want = calloc((size_t)B * k, sizeof *want), *got = calloc((size_t)B * k, sizeof *got);
+    uint32_t stream = lpe_stream(LPE_STREAM_TEST, 9);
+    lpe_dist_sample(want, d, 1234567, stream, 1000003, B);
+    g->sample_tokens(g, 1234567, stream, 1000003, B);
+    g->get_tokens(g, got, LPE_BUF_BATCH, B);
+    CHECK(!memcmp(want, got, (size_t)B * k * sizeof *got), "%s: sampled tokens differ", label);
+
+    /* state: load, a forward on new tokens, commit every third row, gather; both backends */
+    lpe_backend *be[2] = {c, g};
+    int32_t *st[2], *src = calloc(B, sizeof *src), *tg = calloc(B, sizeof *tg);
+    float *sg[2];
+    uint8_t *acc = calloc(B, 1);
+    for (int b = 0; b < B; b++) acc[b] = b % 3 == 0, src[b] = (B - 1 - b) / 2, tg[b] = b % 7;
+    for (int i = 0; i < 2; i++) {
+        st[i] = calloc((size_t)B * k, sizeof *st[i]);
+        sg[i] = calloc((size_t)B * k * D, sizeof *sg[i]);
+        be[i]->load_state(be[i], want, B);
+        be[i]->sample_tokens(be[i], 99, stream, 0, B);
+        lpe_fwd_out o = {0};
+        be[i]->forward(be[i], &o, tg, B, 1);
+        be[i]->commit_state(be[i], acc, B);
+        be[i]->gather_state(be[i], src, B);
+        be[i]->get_tokens(be[i], st[i], LPE_BUF_STATE, B);
+        be[i]->get_grad(be[i], sg[i], LPE_BUF_STATE, B);
+    }
+    CHECK(!memcmp(st[0], st[1], (size_t)B * k * sizeof *st[0]), "%s: walker-state tokens differ", label);
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < (size_t)B * k * D; i++) scale = fmax(scale, fabs(sg[0][i]));
+    for (size_t i = 0; i < (size_t)B * k * D; i++) worst = fmax(worst, fabs(sg[0][i] - sg[1][i]));
+    CHECK(worst <= bound_factor(&g->model->cfg, k, 4) * scale,
+          "%s: walker-state gradients differ by %.3g (scale %.3g)", label, worst, scale);
+    for (int i = 0; i < 2; i++) free(st[i]), free(sg[i]);
+    free(want), free(got), free(src), free(tg), free(acc);
+}
+
+/* truth counts of both backends over the same samples: equal except near-tie rows */
+static void check_truth(lpe_backend *g, lpe_backend *c, const lpe_dist *d, int n,
+                        const char *label) {
+    int V = g->model->cfg.d_vocab;
+    uint64_t *cc = calloc(V, sizeof *cc), *cg = calloc(V, sizeof *cg);
+    lpe_truth_opts o = {.batch = g->max_batch < c->max_batch ? g->max_batch : c->max_batch};
+    lpe_truth_sample(cc, c, d, 42, 0, (uint64_t)n, &o);
+    lpe_truth_sample(cg, g, d, 42, 0, (uint64_t)n, &o);
+    uint64_t diff = 0, total = 0;
+    for (int v = 0; v < V; v++) diff += cc[v] > cg[v] ? cc[v] - cg[v] : cg[v] - cc[v], total += cg[v];
+    /* rows whose argmax moved: each moves one count out of one bin into another */
+    printf("  %-16s truth over %d samples: %llu row(s) counted in another bin\n", label, n,
+           (unsigned long long)(diff / 2));
+    CHECK(total == (uint64_t)n, "%s: CUDA truth counted %llu of %d samples", label,
+          (unsigned long long)total, n);
+    /* near ties are rare on these models (a few in 1e4 at most); more means a real difference */
+    CHECK(diff / 2 <= (uint64_t)n / 1000 + 1, "%s: %llu rows of %d moved bins", label,
+          (unsigned long long)(diff / 2), n);
+    free(cc), free(cg);
+}
+
+typedef struct {
+    const char *label;
+    lpe_model_config cfg;
+    int B, k, truth_n;
+} shape;
+
+static void test_shape(const shape *s) {
+    lpe_model m;
+    lpe_model_init_random(&m, &s->cfg, 5);
+    perturb(&m);
+    int V = s->cfg.d_vocab, B = s->B, k = s->k;
+    int32_t *tok = calloc((size_t)B * k, sizeof *tok), *tgt = calloc(B, sizeof *tgt);
+    random_tokens(tok, B * k, V, 1);
+    random_tokens(tgt, B, V, 2);
+    int flags = LPE_BE_GRAD | LPE_BE_STATE;
+    lpe_backend *c = lpe_backend_create("cpu", &m, B, k, flags);
+    lpe_backend *g = lpe_backend_create("cuda", &m, B + 5, k, flags);
+    CHECK(!strcmp(g->name, "cuda") && g->device[0], "device string '%s'", g->device);
+    fwd_res rc, rg;
+    run_forward(&rc, c, tok, tgt, B, k);
+    run_forward(&rg, g, tok, tgt, B, k);
+    compare_forward(&rc, &rg, &m, tgt, B, k, s->label);
+    /* a second forward on the same batch gives the same floats (deterministic kernels) */
+    fwd_res r2;
+    run_forward(&r2, g, tok, tgt, B, k);
+    CHECK(!memcmp(r2.lg, rg.lg, (size_t)B * V * sizeof *r2.lg) &&
+              !memcmp(r2.gr, rg.gr, (size_t)B * k * s->cfg.d_model * sizeof *r2.gr),
+          "%s: two forwards of one batch differ", s->label);
+    lpe_dist d;
+    make_dist(&d, V, k, V > 2048);
+    g->use_dist(g, &d);
+    c->use_dist(c, &d);
+    free_res(&r2);
+    run_forward(&r2, g, tok, tgt, B, k); /* the batch gradient again, after use_dist */
+    check_scores(g, &m, &d, r2.gr, B, k, s->label);
+    check_sampling_and_state(g, c, &d, B, k, s->label);
+    if (s->truth_n) check_truth(g, c, &d, s->truth_n, s->label);
+    free_res(&rc), free_res(&rg), free_res(&r2);
+    lpe_dist_free(&d);
+    lpe_backend_destroy(g);
+    lpe_backend_destroy(c);
+    free(tok), free(tgt);
+    lpe_model_free(&m);
+}
+
+/* ---- exit codes, in a fresh process ---------------------------------------------------------- */
+
+static lpe_model_config small = {.n_layers = 2, .d_model = 16, .n_heads = 2, .d_head = 8,
+                                 .d_mlp = 32, .d_vocab = 41, .n_ctx = 8, .act = LPE_ACT_GELU,
+                                 .ln_eps = 1e-5};
+
+static void bad_token(void) {
+    lpe_model m;
+    lpe_model_init_random(&m, &small, 1);
+    lpe_backend *be = lpe_backend_create("cuda", &m, 2, 3, 0);
+    int32_t t[6] = {0, 1, 2, 3, 41, 5};
+    be->load_tokens(be, t, 2);
+}
+
+static void nan_model(void) {
+    lpe_model m;
+    lpe_model_init_random(&m, &small, 1);
+    m.W_U[5] = NAN;
+    lpe_backend *be = lpe_backend_create("cuda", &m, 2, 3, 0);
+    int32_t t[6] = {0, 1, 2, 3, 4, 5}, am[2];
+    be->load_tokens(be, t, 2);
+    lpe_fwd_out o = {.argmax = am};
+    be->forward(be, &o, NULL, 2, 0);
+}
+
+/* exit status of `self --child name` (a new process: CUDA contexts do not survive fork) */
+static int child_status(const char *self, const char *name) {
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(99);
+        execl(self, self, "--child", name, (char *)NULL);
+        _exit(98);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--child")) {
+        if (!strcmp(argv[2], "bad_token")) bad_token();
+        if (!strcmp(argv[2], "nan_model")) nan_model();
+        return 0;
+    }
+    if (!lpe_backend_available("cuda")) {
+#ifdef LPE_HAVE_CUDA
+        printf("SKIP: no CUDA device (this build has the CUDA backend; cudaGetDeviceCount found "
+               "no usable device)\n");
+#else
+        printf("SKIP: no CUDA device (this build has no CUDA backend: nvcc was not found)\n");
+#endif
+        return 0;
+    }
+    const char *q = getenv("LPE_CUDA_TEST_QUICK");
+    quick = q && *q && strcmp(q, "0");
+    CHECK(child_status(argv[0], "bad_token") == 2, "a token id >= V must exit 2");
+    CHECK(child_status(argv[0], "nan_model") == 1, "non-finite logits must exit 1");
+
+    shape shapes[] = {
+        {"2l-gelu", small, 37, 6, 20000},
+        {"1l-gelu_new-bU",
+         {.n_layers = 1, .d_model = 24, .n_heads = 3, .d_head = 8, .d_mlp = 40, .d_vocab = 53,
+          .n_ctx = 8, .act = LPE_ACT_GELU_NEW, .ln_eps = 1e-5, .has_b_U = 1},
+         29, 5, 0},
+        {"3l-relu-dh3",
+         {.n_layers = 3, .d_model = 12, .n_heads = 4, .d_head = 3, .d_mlp = 20, .d_vocab = 29,
+          .n_ctx = 6, .act = LPE_ACT_RELU, .ln_eps = 1e-5},
+         33, 6, 0},
+        {"2l-attn-only",
+         {.n_layers = 2, .d_model = 16, .n_heads = 2, .d_head = 8, .d_mlp = 1, .d_vocab = 37,
+          .n_ctx = 6, .act = LPE_ACT_GELU, .ln_eps = 1e-5, .attn_only = 1},
+         17, 6, 0},
+        {"2l-k1", small, 9, 1, 0},
+        {"2l-d128-k33",
+         {.n_layers = 2, .d_model = 128, .n_heads = 4, .d_head = 32, .d_mlp = 512, .d_vocab = 3001,
+          .n_ctx = 40, .act = LPE_ACT_GELU, .ln_eps = 1e-5},
+         64, 33, 0},
+        /* gelu-1l's shape (d_vocab 48262: 24 score tiles) at a small batch */
+        {"gelu-1l-shape",
+         {.n_layers = 1, .d_model = 512, .n_heads = 8, .d_head = 64, .d_mlp = 2048,
+          .d_vocab = 48262, .n_ctx = 1024, .act = LPE_ACT_GELU, .ln_eps = 1e-5},
+         8, 33, 0},
+    };
+    int n = quick ? 5 : (int)(sizeof shapes / sizeof *shapes);
+    if (quick) shapes[0].truth_n = 2000; /* under compute-sanitizer every launch is slow */
+    for (int i = 0; i < n; i++) test_shape(&shapes[i]);
+
+    /* batch sizing: the size table grows with the batch; the default budget fits gelu-1l */
+    lpe_model_config g1 = shapes[n - 1].cfg;
+    int flags = LPE_BE_GRAD | LPE_BE_STATE;
+    int nb = lpe_backend_batch_for_budget("cuda", &g1, 33, 0, 0);
+    printf("  default batch for gelu-1l (k 33, forward only): %d rows\n", nb);
+    CHECK(nb >= 4096 || quick, "default CUDA budget fits only %d rows of gelu-1l", nb);
+    CHECK(lpe_backend_batch_for_budget("cuda", &g1, 33, flags, 1e9) <
+              lpe_backend_batch_for_budget("cuda", &g1, 33, 0, 1e9),
+          "a forward-only workspace must fit more rows");
+    return check_summary("test_cuda_backend");
+}
