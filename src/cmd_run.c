@@ -9,13 +9,18 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: lpe run FILE.ini [--force] [--output PATH] [--backend cpu|cuda|auto] [--quiet]\n\n"
+            "usage: lpe run FILE.ini [--force] [--output PATH] [--backend cpu|cuda|auto] [--shard i/N]\n"
+            "               [--quiet]\n\n"
             "Runs the experiment described by FILE.ini and writes its results file (HDF5; default\n"
             "results/<FILE stem>.h5, or [experiment] output). Prints a table of the estimates\n"
             "against the truth at the end.\n\n"
             "  --force         overwrite an existing results file\n"
             "  --output PATH   results file (relative to the current directory)\n"
             "  --backend NAME  cpu, cuda or auto (overrides [experiment] backend)\n"
+            "  --shard i/N     only shard i (0 <= i < N) of every distribution's chosen targets (a\n"
+            "                  contiguous block of the sorted list); default output\n"
+            "                  results/<stem>.shard-i-of-N.h5; `lpe merge` joins the shards into\n"
+            "                  the unsharded run's file (same estimates bit for bit)\n"
             "  --quiet         no progress or information lines on stderr\n\n"
             "Methods ([method NAME] sections):\n");
     for (int i = 0; i < lpe_estimator_count(); i++) {
@@ -40,6 +45,8 @@ int lpe_cmd_run(int argc, char **argv) {
             o.force = 1;
         } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
             o.quiet = 1;
+        } else if (!strcmp(s, "--shard") && a + 1 < argc) {
+            lpe_shard_parse(&o.shard, argv[++a], "--shard");
         } else if ((!strcmp(s, "--output") || !strcmp(s, "-o") || !strcmp(s, "--backend")) && a + 1 < argc) {
             if (!strcmp(s, "--backend"))
                 o.backend = argv[++a];

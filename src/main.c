@@ -13,6 +13,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"run", lpe_cmd_run, "run an experiment (INI file) and write its results file"},
+    {"merge", lpe_cmd_merge, "one results file from the shards of `lpe run --shard i/N`"},
     {"truth", lpe_cmd_truth, "ground truth: argmax counts by sampling (shards, resume) or exact"},
     {"forward", lpe_cmd_forward, "one input through the model: argmax, top logits, scores (JSON)"},
     {"model", lpe_cmd_model, "model files: init (random model of any shape)"},

@@ -15,6 +15,7 @@
 #include "lpe/backend.h"
 #include "lpe/common.h"
 #include "lpe/eval.h"
+#include "lpe/run_blocks.h"
 #include "lpe/run_ckpt.h"
 #include "lpe/config.h"
 #include "lpe/dist.h"
@@ -34,6 +35,7 @@ typedef struct {
     int32_t *targets;   /* [T] */
     double *true_prob;  /* [T] or NULL */
     double *est;        /* [NR, T] for the table */
+    lpe_shard_part part; /* the share of the targets run here (run_shard.h) */
 } dist_state;
 
 /* ---- targets ----------------------------------------------------------------------------- */
@@ -173,6 +175,7 @@ static void begin(experiment *x) {
     const lpe_config *c = &x->c;
     const lpe_run_opts *o = x->o;
     lpe_results_root(x->out.file, c->text, c->ini_path, c->model, x->model.sha256, c->dists, c->seed);
+    lpe_shard_root_attrs(x->out.file, &o->shard);
     lpe_run_ckpt_open(&x->ck, c->output, c->text, c->seed, x->model.sha256, o->force);
     if (x->ck.resumed && !o->quiet)
         fprintf(stderr, "lpe run: resuming from the checkpoint %s\n", x->ck.dir);
@@ -306,7 +309,7 @@ static void run_one(experiment *x, int d, hid_t g, int r) {
     lpe_est_out eo;
     lpe_est_out_init(&eo, s->T);
     double t0 = lpe_now();
-    rs->mc->est->run(&eo, &ctx);
+    lpe_run_blocks(rs->mc->est, &eo, &ctx, &s->part);
     double sec = lpe_now() - t0;
     lpe_results_method(mg, rs, dist->name, &eo, sec);
     memcpy(est, eo.estimate, (size_t)s->T * sizeof(double));
@@ -328,7 +331,9 @@ static void run_dist(experiment *x, int d) {
     x->be->use_dist(x->be, &s->dist);
     if (x->c.truth_kind == LPE_TRUTH_EXACT) exact_truth(x, d);
     pick_targets(x, d);
+    lpe_shard_take(&s->part, &x->o->shard, s->targets, s->true_prob, &s->T);
     hid_t g = dist_group(x, d);
+    lpe_shard_dist_attrs(g, &x->o->shard, &s->part);
     if (s->T == 0) lpe_warn("%s: no targets; its methods are skipped", s->dist.name);
     const int NR = x->c.n_runs;
     s->est = lpe_calloc((size_t)NR * (size_t)(s->T > 0 ? s->T : 1), sizeof *s->est);
@@ -355,6 +360,7 @@ static void finish(experiment *x) {
         free(s->targets);
         free(s->true_prob);
         free(s->est);
+        lpe_shard_part_free(&s->part);
     }
     free(x->ds);
     free(x->exact_prob);
@@ -367,6 +373,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
     x->o = o;
     lpe_config *c = &x->c;
     lpe_config_load(c, o->ini, o->output);
+    lpe_shard_output(c->output, sizeof c->output, &o->shard, o->output != NULL);
     if (o->backend) snprintf(c->backend, sizeof c->backend, "%s", o->backend);
     if (strcmp(c->backend, "cpu") && strcmp(c->backend, "cuda") && strcmp(c->backend, "auto"))
         lpe_fail_input("--backend: expected cpu, cuda or auto, got '%s'", c->backend);

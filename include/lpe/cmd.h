@@ -6,6 +6,7 @@
 
 int lpe_cmd_run(int argc, char **argv);     /* run FILE.ini: an experiment */
 int lpe_cmd_truth(int argc, char **argv);   /* ground truth: sampled (shards, resume) or exact */
+int lpe_cmd_merge(int argc, char **argv);   /* merge OUT.h5 SHARD.h5...: shards of run --shard */
 int lpe_cmd_forward(int argc, char **argv); /* one input: argmax, top logits, scores (JSON) */
 int lpe_cmd_model(int argc, char **argv);   /* model init: random model of any shape */
 int lpe_cmd_dist(int argc, char **argv);    /* dist random / show: distribution files */

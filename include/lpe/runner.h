@@ -13,12 +13,15 @@
 
 #include <stdint.h>
 
+#include "lpe/run_shard.h"
+
 typedef struct {
     const char *ini;     /* experiment file */
     const char *output;  /* --output (NULL: from the INI) */
     const char *backend; /* --backend (NULL: from the INI) */
     int force;           /* overwrite an existing results file */
     int quiet;           /* no progress or info lines on stderr */
+    lpe_shard shard;     /* --shard i/N (count 0: all targets; run_shard.h) */
 } lpe_run_opts;
 
 /* Run the experiment; returns the exit code (0). Errors exit through lpe_fail*. */

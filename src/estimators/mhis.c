@@ -112,6 +112,15 @@ typedef struct { /* the chain datasets, when saved */
 } chain_out;
 
 static void chain_open(chain_out *c, hid_t g, int k) {
+    if (lpe_h5_exists(g, "chains/tokens")) { /* a later block of targets (run_blocks.h): append */
+        c->tokens = H5Dopen2(g, "chains/tokens", H5P_DEFAULT);
+        c->score = H5Dopen2(g, "chains/score", H5P_DEFAULT);
+        c->accept = H5Dopen2(g, "chains/accept", H5P_DEFAULT);
+        c->target = H5Dopen2(g, "chains/target", H5P_DEFAULT);
+        c->walker = H5Dopen2(g, "chains/walker", H5P_DEFAULT);
+        c->step = H5Dopen2(g, "chains/step", H5P_DEFAULT);
+        return;
+    }
     c->tokens = lpe_h5_stream_create(g, "chains/tokens", H5T_NATIVE_INT32, k, 4096);
     c->score = lpe_h5_stream_create(g, "chains/score", H5T_NATIVE_FLOAT, 0, 65536);
     c->accept = lpe_h5_stream_create(g, "chains/accept", H5T_NATIVE_UINT8, 0, 65536);
