@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything lpe needs on a fresh Debian machine (idempotent, quick when done already):
-#   Debian: build tools, HDF5 C library + tools, inih, OpenBLAS (OpenMP build), bc
+#   Debian: build tools, HDF5 C library + tools, inih, OpenBLAS (OpenMP build), bc;
+#           Slurm and munge (tools/setup_slurm.sh: lpe-sbatch and its tests)
 #   PyPI:   numpy, h5py, pytest (tests and tools), matplotlib (plots);
 #           tools/requirements-tools.txt (torch, transformers, transformer-lens, tokenizers,
 #           safetensors: the checkpoint converters, the testbed builder and their tests;
@@ -17,6 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+"$(dirname "$0")/setup_slurm.sh"
 py_missing=$(python3 - <<'PY'
 import importlib.util
 mods = {"numpy": "numpy", "h5py": "h5py", "pytest": "pytest", "matplotlib": "matplotlib"}
