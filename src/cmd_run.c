@@ -17,9 +17,10 @@ static void usage(FILE *f) {
             "  --force         overwrite an existing results file\n"
             "  --output PATH   results file (relative to the current directory)\n"
             "  --backend NAME  cpu, cuda or auto (overrides [experiment] backend)\n"
-            "  --shard i/N     only shard i (0 <= i < N) of every distribution's chosen targets (a\n"
-            "                  contiguous block of the sorted list); default output\n"
-            "                  results/<stem>.shard-i-of-N.h5; `lpe merge` joins the shards into\n"
+            "  --shard i/N     only shard i (0 <= i < N) of every distribution's chosen targets\n"
+            "                  (whole blocks of the sorted list, at most 16 blocks; shards beyond\n"
+            "                  them hold none); output NAME.shard-i-of-N.h5 beside the results\n"
+            "                  file NAME.h5 unless --output; `lpe merge` joins the shards into\n"
             "                  the unsharded run's file (same estimates bit for bit)\n"
             "  --quiet         no progress or information lines on stderr\n\n"
             "Methods ([method NAME] sections):\n");

@@ -155,6 +155,12 @@ def test_merge_refuses_mixed_experiments(exp, tmp_path):
     r3 = shards(alt, alt / "e.ini", 3)
     refused(out, [p3[0], p3[1], r3[2]], ["different experiments", "model"])
     refused(out, [p3[0], p3[1], ref], ["not a shard"])
+    # another ground truth gives other targets or true probabilities: the fingerprint differs
+    t2 = tmp_path / "truth2.h5"
+    t2.write_bytes(p3[2].read_bytes())
+    with h5py.File(t2, "r+") as f:
+        f["a"].attrs["shard_fingerprint"] = "0" * 64
+    refused(out, [p3[0], p3[1], t2], ["different experiments", "shard_fingerprint"])
 
 
 def test_merge_never_overwrites(exp, tmp_path):
