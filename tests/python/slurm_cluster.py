@@ -46,7 +46,7 @@ def _node_line(host):
     cfg = dict(w.split("=", 1) for w in words)
     mem = int(cfg.get("RealMemory", "1000")) * 9 // 10
     keep = ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore")
-    return f"NodeName={host} " + " ".join(f"{k}={cfg[k]}" for k in keep if k in cfg) + \
+    return f"NodeName={host} NodeAddr=127.0.0.1 " + " ".join(f"{k}={cfg[k]}" for k in keep if k in cfg) + \
         f" RealMemory={mem} State=UNKNOWN"
 
 
@@ -65,7 +65,7 @@ class Cluster:
             (d / sub).mkdir(exist_ok=True)
         (d / "slurm.conf").write_text(f"""\
 ClusterName=lpetest
-SlurmctldHost={host}
+SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={port}
 SlurmdPort={port + 1}
 SlurmUser=root
