@@ -9,7 +9,7 @@ from conftest import h5_tree, make_dist, make_model, run_lpe, trees_equal, write
 
 TIMING = ("created", "seconds", "seconds_per_target")
 
-# every method; an [experiment] batch of 7 rows cuts the methods' batches across targets, so a
+# every method; an [experiment] batch of 40 rows cuts the methods' batches across targets, so a
 # target's rows share backend calls with other targets' rows (what run_blocks.c is for)
 INI = """
 [experiment]
@@ -19,7 +19,7 @@ truth = exact
 seed = {seed}
 backend = cpu
 budget = 600
-batch = 7
+batch = 40
 [targets]
 count = {count}
 p_min = 1e-4
@@ -37,6 +37,10 @@ chain_stride = 4
 [method qld]
 save_activations = true
 [method gld]
+[method ams]
+particles = 16
+[method smc]
+particles = 16
 """
 
 
@@ -83,7 +87,7 @@ def test_merged_shards_equal_unsharded(exp, n):
     # the comparison covered what matters: per-target estimates, diagnostics, chains, evaluation
     for key in ("a/itgis@temperature=0.5/estimate", "a/mhis/rhat_score", "b/qld/pair_count",
                 "a/mhis/chains/score", "a/qld/activations", "b/gld/mu", "eval@n_dists",
-                "a/eval/mhis/loss", "b/const/estimate"):
+                "a/eval/mhis/loss", "b/const/estimate", "a/ams/estimate", "b/smc/estimate"):
         assert key in tree, key
     assert np.all(np.isfinite(tree["a/naive/estimate"]))
     with h5py.File(out, "r") as f, h5py.File(ref, "r") as g:
