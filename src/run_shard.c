@@ -37,7 +37,11 @@ static void fingerprint(char out[65], const int32_t *targets, const double *true
     lpe_sha256_final(&c, out);
 }
 
-int lpe_shard_block(int T) { return T > 16 ? (T + 15) / 16 : 1; }
+/* at most 16 blocks (the finest sharding), at least 8 targets each (batches across targets) */
+int lpe_shard_block(int T) {
+    int by_count = (T + 15) / 16, least = T < 8 ? T : 8;
+    return by_count > least ? by_count : least > 0 ? least : 1;
+}
 
 static void *dup_bytes(const void *src, size_t n) {
     void *d = lpe_calloc(n + 1, 1);

@@ -11,8 +11,9 @@
  * G consecutive targets of the full list: block b holds targets [b G, (b + 1) G). Shards are
  * whole blocks, so each block runs with the same targets, rows and calls in a shard as in the
  * unsharded run (tests/python/test_shard.py compares every dataset bit for bit). With G =
- * ceil(T / 16), the paper's 256 targets run as 16 blocks of 16: batches of 16 x 32 MHIS walkers
- * and 16 x 256 ITGIS samples per round, still large.
+ * max(ceil(T / 16), min(T, 8)), the paper's 256 targets run as 16 blocks of 16: batches of
+ * 16 x 32 MHIS walkers and 16 x 256 ITGIS samples per round, still large; runs of up to 8
+ * targets are one block, as before blocks.
  * Exceptions: qld and gld draw one sample set shared by all targets and compute per-target
  * columns of float64 products (column results do not depend on the other columns): they run on
  * all of the run's targets at once; const (the mean true probability of the targets) is computed

@@ -3,7 +3,8 @@
  * Dimension legend: T = targets of a distribution (all chosen), TS = the shard's share.
  *
  * The targets are chosen as in an unsharded run (seeded, from the truth) and cut into NB blocks of
- * G = lpe_shard_block(T) consecutive targets (NB <= 16); shard i of N keeps blocks
+ * G = lpe_shard_block(T) = max(ceil(T / 16), min(T, 8)) consecutive targets (NB <= 16; e.g. 256
+ * targets: 16 blocks of 16; 22 targets: 8, 8, 6); shard i of N keeps blocks
  * [i*q + min(i, r), ...) with q = NB / N, r = NB % N (the first r shards get one more), i.e. a
  * contiguous range [first, first + TS) of the sorted list (empty when N > NB). Every method's
  * random streams are keyed by the target's token id, and every method runs block by block

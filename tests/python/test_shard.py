@@ -97,7 +97,7 @@ def test_merged_shards_equal_unsharded(exp, n):
 
 
 def test_more_shards_than_blocks(exp, tmp_path):
-    """a's 22 targets run as 11 blocks of 2, b's more: the last shards of 20 hold none of a's."""
+    """a's 22 targets run as 3 blocks (8, 8, 6): shards 3..19 of 20 hold none of a's."""
     d, ini, ref = exp
     parts = shards(d, ini, 20, only=range(12, 20))
     with h5py.File(parts[-1], "r") as f:
