@@ -62,20 +62,43 @@ static void vreport(const char *kind, const char *fmt, va_list ap) {
     fputc('\n', stderr);
 }
 
+static lpe_fail_hooks hooks;
+
+void lpe_set_fail_hooks(const lpe_fail_hooks *h) { hooks = *h; }
+
+/* The one way out on an error. The I/O cause (a full disk) is named first when a library knows
+ * it; then open handles are closed while the files are still there, temporary files removed, and
+ * the process ends with _exit: library exit handlers (HDF5's closes every file it still holds)
+ * would write to a file whose last write just failed, which crashes HDF5 1.10. */
+static LPE_NORETURN void fail_exit(int code, const char *fmt, va_list ap) {
+    static int failing;
+    if (failing) _exit(code); /* a failure inside the hooks themselves */
+    failing = 1;
+    char why[1200] = "";
+    if (hooks.explain && hooks.explain(why, sizeof why)) {
+        fflush(stdout);
+        fprintf(stderr, "lpe: error: %s\n", why);
+        vreport("detail", fmt, ap);
+        code = LPE_EXIT_RUNTIME; /* the disk, not the input */
+    } else {
+        vreport("error", fmt, ap);
+    }
+    if (hooks.close_all) hooks.close_all(why[0] != 0);
+    run_cleanups();
+    fflush(NULL);
+    _exit(code);
+}
+
 void lpe_fail_input(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vreport("error", fmt, ap);
-    va_end(ap);
-    exit(LPE_EXIT_INPUT);
+    fail_exit(LPE_EXIT_INPUT, fmt, ap);
 }
 
 void lpe_fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vreport("error", fmt, ap);
-    va_end(ap);
-    exit(LPE_EXIT_RUNTIME);
+    fail_exit(LPE_EXIT_RUNTIME, fmt, ap);
 }
 
 void lpe_warn(const char *fmt, ...) {

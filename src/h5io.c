@@ -13,7 +13,10 @@
 
 #include "lpe/common.h"
 
-void lpe_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+void lpe_h5_quiet(void) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    lpe_h5_fail_hooks_install();
+}
 
 hid_t lpe_h5_open_read(const char *path) {
     lpe_h5_quiet();

@@ -35,6 +35,16 @@ LPE_NORETURN void lpe_fail_input(const char *fmt, ...) LPE_PRINTF(1, 2);
 LPE_NORETURN void lpe_fail(const char *fmt, ...) LPE_PRINTF(1, 2);
 void lpe_warn(const char *fmt, ...) LPE_PRINTF(1, 2);
 
+/* Hooks a file library registers (src/h5fail.c for HDF5): on an error exit, explain() may write
+ * the underlying I/O cause ("FILE: no space left on device") into buf and return 1, which makes
+ * the exit a run-time failure whatever the caller thought; close_all(io_failed) then closes the
+ * library's open handles (skipping the flush of files whose writes failed). */
+typedef struct {
+    int (*explain)(char *buf, size_t n);
+    void (*close_all)(int io_failed);
+} lpe_fail_hooks;
+void lpe_set_fail_hooks(const lpe_fail_hooks *h);
+
 /* Internal invariant (a bug, not bad input): reports statement, function, file, line; exit 1. */
 #define LPE_ASSERT(cond)                                                                         \
     do {                                                                                         \

@@ -75,8 +75,13 @@ long long lpe_h5_get_attr_int(hid_t loc, const char *file, const char *name);
 double lpe_h5_get_attr_double(hid_t loc, const char *file, const char *name);
 char *lpe_h5_get_attr_str(hid_t loc, const char *file, const char *name); /* malloc'd */
 
-/* Silence HDF5's own error stack printing (we report errors ourselves). */
+/* Silence HDF5's own error stack printing (we report errors ourselves); installs the hooks below. */
 void lpe_h5_quiet(void);
+/* Error exits name a full disk (or quota, file-size limit) found on HDF5's error stack, and close
+ * HDF5's handles safely (src/h5fail.c). */
+void lpe_h5_fail_hooks_install(void);
+/* "no space left on device" for ENOSPC, ... ; NULL for an errno that is not about the disk. */
+const char *lpe_io_errno_text(int err);
 
 /* SHA-256 of a file's bytes / of a memory buffer, as 64 hex chars + NUL. */
 void lpe_sha256_file(char out[65], const char *path);
