@@ -110,7 +110,7 @@ int lpe_run_ckpt_restore(const lpe_run_ckpt *k, int64_t dist_group, const char *
     if (!same)
         lpe_fail_input("%s: checkpoint made for other targets (did a ground-truth file change?); "
                        "use --force to discard the checkpoint", p);
-    H5_CHECK(H5Ocopy(f, "run", (hid_t)dist_group, run, H5P_DEFAULT, H5P_DEFAULT));
+    lpe_h5_copy(f, "run", (hid_t)dist_group, run);
     lpe_h5_close(f);
     return 1;
 }
@@ -125,7 +125,7 @@ void lpe_run_ckpt_save(const lpe_run_ckpt *k, int64_t dist_group, const char *di
     H5_CHECK(H5Fflush((hid_t)dist_group, H5F_SCOPE_GLOBAL));
     lpe_h5_out o;
     lpe_h5_create(&o, p, 1);
-    H5_CHECK(H5Ocopy((hid_t)dist_group, run, o.file, "run", H5P_DEFAULT, H5P_DEFAULT));
+    lpe_h5_copy((hid_t)dist_group, run, o.file, "run");
     lpe_h5_write_i32(o.file, "targets", targets, T);
     lpe_h5_commit(&o);
 }

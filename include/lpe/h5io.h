@@ -59,6 +59,10 @@ void lpe_h5_write(hid_t loc, const char *name, hid_t memtype, int rank, const in
 void lpe_h5_write_f64(hid_t loc, const char *name, const double *v, int64_t n);
 void lpe_h5_write_i32(hid_t loc, const char *name, const int32_t *v, int64_t n);
 
+/* Copy the group or dataset src_name (with attributes, recursively) to dst_loc/dst_name, which
+ * must not exist. Used instead of H5Ocopy, which crashes HDF5 1.10 when a write fails. */
+void lpe_h5_copy(hid_t src_loc, const char *src_name, hid_t dst_loc, const char *dst_name);
+
 /* Extendible 1-D / 2-D datasets for streams (chains): create with 0 rows, append rows. */
 hid_t lpe_h5_stream_create(hid_t loc, const char *name, hid_t memtype, int64_t row_len,
                            int64_t chunk_rows);
