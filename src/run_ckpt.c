@@ -11,7 +11,9 @@
  * since every run is a pure function of the config and the seed, the results file equals an
  * uninterrupted run's apart from timing attributes. The directory is removed once the results
  * file is committed. A checkpoint of a different experiment (config text, seed or model file
- * changed) is an error unless --force discards it.
+ * changed) is an error unless --force discards it. The directory and manifest are made when the
+ * first run is saved, so a run that fails before any work leaves no checkpoint; a directory
+ * without a manifest and without completed runs (a run stopped while writing it) is discarded.
  */
 #include "lpe/run_ckpt.h"
 
@@ -57,42 +59,82 @@ static void remove_tree(const char *dir) {
     rmdir(dir);
 }
 
+/* Completed run files (NAME.h5, not temporaries) below dir. */
+static int count_runs(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char p[2200];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        size_t len = strlen(e->d_name);
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            n += count_runs(p);
+        else if (len > 3 && !strcmp(e->d_name + len - 3, ".h5"))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void manifest_path(char *out, size_t n, const lpe_run_ckpt *k) {
+    snprintf(out, n, "%s/manifest.h5", k->dir);
+}
+
 void lpe_run_ckpt_open(lpe_run_ckpt *k, const char *output, const char *config_text, uint64_t seed,
                        const char *model_sha256, int force) {
     memset(k, 0, sizeof *k);
     snprintf(k->dir, sizeof k->dir, "%s.ckpt", output);
+    k->config_text = config_text;
+    k->seed = seed;
+    snprintf(k->model_sha256, sizeof k->model_sha256, "%s", model_sha256);
     char manifest[sizeof k->dir + 16];
-    snprintf(manifest, sizeof manifest, "%s/manifest.h5", k->dir);
+    manifest_path(manifest, sizeof manifest, k);
     struct stat st;
-    if (stat(k->dir, &st) == 0) {
-        if (force) {
+    if (stat(k->dir, &st) != 0) return;
+    if (force) {
+        remove_tree(k->dir);
+        return;
+    }
+    if (stat(manifest, &st) != 0) {
+        /* a run stopped (full disk, kill) before its manifest was complete: nothing to lose */
+        if (count_runs(k->dir) == 0) {
             remove_tree(k->dir);
-        } else {
-            if (stat(manifest, &st) != 0)
-                lpe_fail_input("%s: a checkpoint directory without manifest.h5 (remove it, or use "
-                               "--force to discard it)", k->dir);
-            hid_t f = lpe_h5_open_read(manifest);
-            char *cfg = lpe_h5_get_attr_str(f, manifest, "config");
-            char *sha = lpe_h5_get_attr_str(f, manifest, "model_sha256");
-            uint64_t s = (uint64_t)lpe_h5_get_attr_int(f, manifest, "seed");
-            lpe_h5_close(f);
-            int same = !strcmp(cfg, config_text) && !strcmp(sha, model_sha256) && s == seed;
-            free(cfg);
-            free(sha);
-            if (!same)
-                lpe_fail_input("%s: checkpoint of a different experiment (its config, seed or model "
-                               "differs); use --force to discard it", k->dir);
-            k->resumed = 1;
             return;
         }
+        lpe_fail_input("%s: a checkpoint directory without manifest.h5 (remove it, or use "
+                       "--force to discard it)", k->dir);
     }
+    hid_t f = lpe_h5_open_read(manifest);
+    char *cfg = lpe_h5_get_attr_str(f, manifest, "config");
+    char *sha = lpe_h5_get_attr_str(f, manifest, "model_sha256");
+    uint64_t s = (uint64_t)lpe_h5_get_attr_int(f, manifest, "seed");
+    lpe_h5_close(f);
+    int same = !strcmp(cfg, config_text) && !strcmp(sha, model_sha256) && s == seed;
+    free(cfg);
+    free(sha);
+    if (!same)
+        lpe_fail_input("%s: checkpoint of a different experiment (its config, seed or model "
+                       "differs); use --force to discard it", k->dir);
+    k->resumed = 1;
+}
+
+/* The directory and its manifest, when the first run is saved. */
+static void ensure_manifest(const lpe_run_ckpt *k) {
+    char manifest[sizeof k->dir + 16];
+    manifest_path(manifest, sizeof manifest, k);
+    struct stat st;
+    if (stat(manifest, &st) == 0) return;
     if (mkdir(k->dir, 0777) != 0 && errno != EEXIST)
         lpe_fail("%s: cannot create checkpoint directory: %s", k->dir, strerror(errno));
     lpe_h5_out o;
     lpe_h5_create(&o, manifest, 1);
-    lpe_h5_attr_str(o.file, "config", config_text);
-    lpe_h5_attr_str(o.file, "model_sha256", model_sha256);
-    lpe_h5_attr_int(o.file, "seed", (long long)seed);
+    lpe_h5_attr_str(o.file, "config", k->config_text);
+    lpe_h5_attr_str(o.file, "model_sha256", k->model_sha256);
+    lpe_h5_attr_int(o.file, "seed", (long long)k->seed);
     lpe_h5_commit(&o);
 }
 
@@ -118,6 +160,7 @@ int lpe_run_ckpt_restore(const lpe_run_ckpt *k, int64_t dist_group, const char *
 void lpe_run_ckpt_save(const lpe_run_ckpt *k, int64_t dist_group, const char *dist,
                        const char *run, const int32_t *targets, int T) {
     char d[2200], p[2200];
+    ensure_manifest(k);
     path_of(d, sizeof d, k, dist, NULL);
     if (mkdir(d, 0777) != 0 && errno != EEXIST)
         lpe_fail("%s: cannot create checkpoint directory: %s", d, strerror(errno));

@@ -12,6 +12,11 @@
 typedef struct {
     char dir[1100]; /* OUT.h5.ckpt */
     int resumed;    /* 1: an earlier run's checkpoint of the same experiment was found */
+    /* the manifest's content: written with the first completed run (a run that fails to start,
+     * e.g. without CUDA, leaves no checkpoint) */
+    const char *config_text; /* not owned: must outlive the checkpoint */
+    uint64_t seed;
+    char model_sha256[65];
 } lpe_run_ckpt;
 
 /* Open (create, or find the earlier run's) checkpoint of results file `output`. Exit 2 when the
