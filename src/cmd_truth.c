@@ -10,6 +10,7 @@
 #include "lpe/backend.h"
 #include "lpe/cmd.h"
 #include "lpe/common.h"
+#include "lpe/output_guard.h"
 #include "lpe/dist.h"
 #include "lpe/model.h"
 #include "lpe/truth.h"
@@ -98,6 +99,7 @@ static int cmd_merge(int argc, char **argv) {
         }
     }
     if (!out || n_in < 1) return usage_error("merge: expected OUT.h5 and at least one shard%s", "");
+    lpe_output_guard(out, in, n_in); /* one writer; not a directory, device or shard */
     if (!force && access(out, F_OK) == 0)
         lpe_fail_input("%s exists (use --force to overwrite)", out);
     lpe_truth *parts = lpe_calloc((size_t)n_in, sizeof(lpe_truth));
@@ -196,6 +198,8 @@ static int parse_args(truth_args *g, int argc, char **argv) {
     if (g->exact && g->shard) return usage_error("--shard applies to --samples only%s", "");
     if (g->have_samples && g->n_samples < 1) return usage_error("--samples: expected at least 1%s", "");
     if (g->shard) lpe_truth_parse_shard(g->shard, "--shard", &g->si, &g->sn);
+    const char *inputs[2] = {g->model_path, g->dist_path};
+    lpe_output_guard(g->out, inputs, 2); /* one writer; not a directory, device or input */
     if (!g->force && access(g->out, F_OK) == 0)
         lpe_fail_input("%s exists (use --force to overwrite)", g->out);
     return -1;

@@ -101,6 +101,17 @@ void lpe_fail(const char *fmt, ...) {
     fail_exit(LPE_EXIT_RUNTIME, fmt, ap);
 }
 
+const char *lpe_io_errno_text(int err) {
+    switch (err) {
+    case ENOSPC: return "no space left on device";
+    case EDQUOT: return "disk quota exceeded (no space left on device for this user)";
+    case EFBIG: return "file too large: the file-size limit (ulimit -f) is reached";
+    case EIO: return "input/output error (a failing disk?)";
+    case EROFS: return "read-only file system";
+    default: return NULL;
+    }
+}
+
 void lpe_warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

@@ -56,17 +56,6 @@ static void final_name(char *path) {
     *t = 0;
 }
 
-const char *lpe_io_errno_text(int err) {
-    switch (err) {
-    case ENOSPC: return "no space left on device";
-    case EDQUOT: return "disk quota exceeded (no space left on device for this user)";
-    case EFBIG: return "file too large: the file-size limit (ulimit -f) is reached";
-    case EIO: return "input/output error (a failing disk?)";
-    case EROFS: return "read-only file system";
-    default: return NULL;
-    }
-}
-
 static int h5_explain(char *buf, size_t n) {
     io_cause c = {0};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, &c);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "lpe/common.h"
+#include "lpe/output_guard.h"
 
 void lpe_h5_quiet(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -22,6 +23,8 @@ hid_t lpe_h5_open_read(const char *path) {
     lpe_h5_quiet();
     struct stat st;
     if (stat(path, &st) != 0) lpe_fail_input("%s: file not found", path);
+    if (!S_ISREG(st.st_mode))
+        lpe_fail_input("%s: not a regular file (a directory, device or FIFO?)", path);
     if (H5Fis_hdf5(path) <= 0) lpe_fail_input("%s: not an HDF5 file", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) lpe_fail_input("%s: cannot open as HDF5", path);
@@ -75,6 +78,7 @@ static void remove_stale_tmp(const char *path) {
 void lpe_h5_create(lpe_h5_out *o, const char *path, int force) {
     lpe_h5_quiet();
     if (strlen(path) >= sizeof o->path) lpe_fail_input("%s: path too long", path);
+    lpe_output_check_kind(path); /* never a directory or device, --force or not */
     struct stat st;
     if (stat(path, &st) == 0 && !force)
         lpe_fail_input("%s: exists already (use --force to overwrite)", path);

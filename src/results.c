@@ -8,24 +8,13 @@
 #include <time.h>
 
 #include "lpe/common.h"
-
-static void mkdir_parents(const char *path) {
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            lpe_fail_input("%s: cannot create directory %s: %s", path, buf, strerror(errno));
-        *p = '/';
-    }
-}
+#include "lpe/output_guard.h"
 
 void lpe_results_create(lpe_h5_out *o, const char *path, int force) {
     struct stat st;
     if (stat(path, &st) == 0 && !force)
         lpe_fail_input("%s: exists already (use --force to overwrite)", path);
-    mkdir_parents(path);
+    lpe_output_make_parents(path);
     lpe_h5_create(o, path, force);
 }
 

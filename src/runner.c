@@ -24,6 +24,7 @@
 #include "lpe/model.h"
 #include "lpe/philox.h"
 #include "lpe/results.h"
+#include "lpe/run_guard.h"
 #include "lpe/truth.h"
 
 typedef struct {
@@ -378,6 +379,7 @@ int lpe_run_experiment(const lpe_run_opts *o) {
     if (strcmp(c->backend, "cpu") && strcmp(c->backend, "cuda") && strcmp(c->backend, "auto"))
         lpe_fail_input("--backend: expected cpu, cuda or auto, got '%s'", c->backend);
     /* the output first: an existing file stops us before any work */
+    lpe_run_guard(c); /* hardening (issue 13): lock; not a directory, device or input */
     lpe_results_create(&x->out, c->output, o->force);
     load_inputs(x);
     begin(x);

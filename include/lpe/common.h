@@ -44,6 +44,9 @@ typedef struct {
     void (*close_all)(int io_failed);
 } lpe_fail_hooks;
 void lpe_set_fail_hooks(const lpe_fail_hooks *h);
+/* "no space left on device" for ENOSPC (EDQUOT, EFBIG, EIO, EROFS alike); NULL for an errno
+ * that is not about the disk. */
+const char *lpe_io_errno_text(int err);
 
 /* Internal invariant (a bug, not bad input): reports statement, function, file, line; exit 1. */
 #define LPE_ASSERT(cond)                                                                         \

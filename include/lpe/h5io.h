@@ -84,8 +84,7 @@ void lpe_h5_quiet(void);
 /* Error exits name a full disk (or quota, file-size limit) found on HDF5's error stack, and close
  * HDF5's handles safely (src/h5fail.c). */
 void lpe_h5_fail_hooks_install(void);
-/* "no space left on device" for ENOSPC, ... ; NULL for an errno that is not about the disk. */
-const char *lpe_io_errno_text(int err);
+
 
 /* SHA-256 of a file's bytes / of a memory buffer, as 64 hex chars + NUL. */
 void lpe_sha256_file(char out[65], const char *path);
