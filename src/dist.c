@@ -247,6 +247,22 @@ static void check_name(const char *name, const char *where) {
     if (!name || !name[0] || strchr(name, '/') || strlen(name) >= sizeof(((lpe_dist *)0)->name))
         lpe_fail_input("%sdistribution name '%s': expected a non-empty name without '/' of at most "
                        "255 characters", where, name ? name : "");
+    const char *why = lpe_dist_name_reserved(name);
+    if (why) lpe_fail_input("%sdistribution name '%s' is reserved: %s", where, name, why);
+}
+
+/* A distribution's name becomes a group of the results file and a directory of its checkpoint:
+ * it may not be one of their own names. */
+const char *lpe_dist_name_reserved(const char *name) {
+    static const struct { const char *name, *why; } r[] = {
+        {"eval", "a results file keeps its overall evaluation in /eval"},
+        {".", "it names the current group (HDF5) and directory"},
+        {"..", "it names the parent directory of a checkpoint"},
+        {"manifest.h5", "a checkpoint directory holds its manifest under that name"},
+    };
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+        if (!strcmp(name, r[i].name)) return r[i].why;
+    return NULL;
 }
 
 void lpe_dist_from_arrays(lpe_dist *d, const char *name, const char *description, int n_factors,

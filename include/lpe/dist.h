@@ -47,6 +47,9 @@ typedef struct {
 void lpe_dist_load(lpe_dist *d, const char *path, const char *name, int d_vocab);
 /* Names of the groups in a distribution file (caller frees each and the array). */
 char **lpe_dist_names(const char *path, int *n_out);
+/* Why `name` may not name a distribution (NULL when it may): "eval", ".", "..", "manifest.h5"
+ * are the results file's and checkpoint's own names. */
+const char *lpe_dist_name_reserved(const char *name);
 /* Build from arrays (copies them; validates like load; probs need not be normalised). */
 void lpe_dist_from_arrays(lpe_dist *d, const char *name, const char *description, int n_factors,
                           const int64_t *offsets, const int32_t *values, const double *probs,
