@@ -92,18 +92,24 @@ static int parse_item(double *out, const char *item, lpe_param_type t, char *err
             long long e = strtoll(caret + 1, &end, 10);
             if (*end || end == caret + 1 || errno || e < 0) goto bad_int;
             double v = pow((double)b, (double)e);
-            if (!(fabs(v) <= 9007199254740992.0)) goto bad_int;
+            if (!(fabs(v) <= 9007199254740992.0)) goto too_large;
             return *out = v, 0;
         }
         errno = 0;
         long long v = strtoll(item, &end, 10);
         if (*end == 0 && end != item && !errno) {
-            if (llabs(v) > 9007199254740992LL) goto bad_int; /* stored as double: 2^53 exact */
+            if (llabs(v) > 9007199254740992LL) goto too_large; /* stored as double: 2^53 exact */
             return *out = (double)v, 0;
         }
         double d = strtod(item, &end); /* 1e6: allowed when integral */
-        if (*end == 0 && end != item && isfinite(d) && d == floor(d) && fabs(d) <= 9007199254740992.0)
+        if (*end == 0 && end != item && (isinf(d) || (d == floor(d) && fabs(d) > 9007199254740992.0)))
+            goto too_large;
+        if (*end == 0 && end != item && isfinite(d) && d == floor(d))
             return *out = d, 0;
+        goto bad_int;
+    too_large: /* integers are kept as doubles, exact up to 2^53 */
+        snprintf(err, errn, "'%s' is too large: integers go up to 2^53 = 9007199254740992", item);
+        return 1;
     bad_int:
         snprintf(err, errn, "expected an integer, got '%s'", item);
         return 1;
@@ -115,6 +121,37 @@ static int parse_item(double *out, const char *item, lpe_param_type t, char *err
         return 1;
     }
     return *out = d, 0;
+}
+
+/* The same for a list of strings (compared trimmed). */
+static int repeated_string(const char *list, char *err, size_t errn) {
+    char item[LPE_MAX_LIST][256];
+    int n = 0;
+    for (const char *p = list;; n++) {
+        const char *comma = strchr(p, ',');
+        trim_copy(item[n], sizeof item[n], p, comma ? (size_t)(comma - p) : strlen(p));
+        for (int j = 0; j < n; j++)
+            if (!strcmp(item[j], item[n])) {
+                snprintf(err, errn, "'%s' listed twice: each value once", item[n]);
+                return 1;
+            }
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+/* A list naming one value twice (0.5, 0.50 or 2^8, 256: compared as parsed) would run the same
+ * sweep point twice under two names, or twice under one: refused while the file is read. */
+static int repeated_value(const lpe_param_value *v, char *err, size_t errn) {
+    for (int i = 1; i < v->n; i++)
+        for (int j = 0; j < i; j++)
+            if (v->num[i] == v->num[j]) {
+                snprintf(err, errn, "value %d of the list repeats value %d (%.17g): each value once",
+                         i + 1, j + 1, v->num[i]);
+                return 1;
+            }
+    return 0;
 }
 
 /* Parse `text` for spec s into v. Returns 0 or writes why into err. */
@@ -137,7 +174,7 @@ static int parse_value(lpe_param_value *v, const lpe_param_spec *s, const char *
             snprintf(err, errn, "more than %d values", LPE_MAX_LIST);
             return 1;
         }
-        return 0;
+        return v->n > 1 ? repeated_string(buf, err, errn) : 0;
     }
     const char *p = buf;
     for (;;) {
@@ -166,7 +203,7 @@ static int parse_value(lpe_param_value *v, const lpe_param_spec *s, const char *
         snprintf(err, errn, "takes one value, got a list of %d", v->n);
         return 1;
     }
-    return 0;
+    return repeated_value(v, err, errn);
 }
 
 static void add_specs(lpe_params *p, const lpe_param_spec *spec) {
