@@ -200,8 +200,59 @@ void lpe_model_load(lpe_model *m, const char *path) {
                 lpe_fail_input("%s: tokenizer/offsets decreases at token %d", path, v);
     }
     lpe_h5_close(f);
-    lpe_sha256_file(m->sha256, path);
+    lpe_model_content_sha256(m, m->sha256);
     snprintf(m->path, sizeof m->path, "%s", path);
+}
+
+/* The model's identity (issue 13): sha256 of a canonical serialisation of what it computes, not
+ * of the file's bytes (HDF5 writes timestamps and free space, so two saves of one model differ):
+ * a tag, the configuration (int64 values, ln_eps's IEEE bits, the activation's name), then every
+ * tensor in table order with its name, rank and dims (int64) and its floats' IEEE bits, all
+ * little-endian whatever the machine. The tokenizer, a label, is not part of it. */
+static void put_le(lpe_sha256_ctx *c, uint64_t v, int bytes) {
+    uint8_t b[8];
+    for (int i = 0; i < bytes; i++) b[i] = (uint8_t)(v >> (8 * i));
+    lpe_sha256_update(c, b, (size_t)bytes);
+}
+
+static void put_floats(lpe_sha256_ctx *c, const float *x, size_t n) {
+    uint8_t buf[4096];
+    for (size_t i = 0; i < n;) {
+        size_t k = 0;
+        for (; k + 4 <= sizeof buf && i < n; i++, k += 4) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            for (int j = 0; j < 4; j++) buf[k + (size_t)j] = (uint8_t)(u >> (8 * j));
+        }
+        lpe_sha256_update(c, buf, k);
+    }
+}
+
+void lpe_model_content_sha256(const lpe_model *m_in, char out[65]) {
+    lpe_model *m = (lpe_model *)m_in; /* the table needs slots; nothing is written through them */
+    const lpe_model_config *g = &m->cfg;
+    lpe_sha256_ctx c;
+    lpe_sha256_init(&c);
+    static const char tag[] = "lpe-model-content-v1";
+    lpe_sha256_update(&c, tag, sizeof tag); /* with its NUL */
+    const int64_t cfg[] = {g->n_layers, g->d_model, g->n_heads, g->d_head, g->d_mlp,
+                           g->d_vocab,  g->n_ctx,   g->attn_only, g->has_b_U};
+    for (size_t i = 0; i < sizeof cfg / sizeof cfg[0]; i++) put_le(&c, (uint64_t)cfg[i], 8);
+    uint64_t eps;
+    memcpy(&eps, &g->ln_eps, 8);
+    put_le(&c, eps, 8);
+    const char *act = lpe_act_name(g->act);
+    lpe_sha256_update(&c, act, strlen(act) + 1);
+    tensor_spec *t = lpe_calloc(MAX_TENSORS, sizeof *t);
+    int n = tensor_table(t, m);
+    for (int i = 0; i < n; i++) {
+        lpe_sha256_update(&c, t[i].name, strlen(t[i].name) + 1);
+        put_le(&c, (uint64_t)t[i].rank, 8);
+        for (int r = 0; r < t[i].rank; r++) put_le(&c, (uint64_t)t[i].dims[r], 8);
+        put_floats(&c, *t[i].slot, tensor_size(&t[i]));
+    }
+    free(t);
+    lpe_sha256_final(&c, out);
 }
 
 /* Standard normal pair from one Philox call (Box-Muller on two 53-bit uniforms). */

@@ -256,6 +256,15 @@ void lpe_truth_read(lpe_truth *t, const char *path) {
     lpe_h5_close(f);
 }
 
+/* Ground truth made before models were identified by content (lpe up to issue 13) names the
+ * model file's bytes: still accepted for that very file. */
+static int legacy_model_match(const lpe_truth *t, const lpe_model *m) {
+    if (!m->path[0]) return 0;
+    char file_sha[65];
+    lpe_sha256_file(file_sha, m->path);
+    return !strcmp(file_sha, t->model_sha256);
+}
+
 void lpe_truth_load(lpe_truth *t, const char *path, const lpe_model *m, const lpe_dist *d,
                     int allow_mismatch) {
     lpe_truth_read(t, path);
@@ -263,7 +272,7 @@ void lpe_truth_load(lpe_truth *t, const char *path, const lpe_model *m, const lp
         lpe_fail_input("%s: ground truth over %d tokens, but the model %s has d_vocab = %d", path,
                        t->d_vocab, m->path, m->cfg.d_vocab);
     void (*complain)(const char *, ...) = allow_mismatch ? lpe_warn : lpe_fail_input;
-    if (m->sha256[0] && strcmp(t->model_sha256, m->sha256) != 0)
+    if (m->sha256[0] && strcmp(t->model_sha256, m->sha256) != 0 && !legacy_model_match(t, m))
         complain("%s: computed for another model (model_sha256 %.12s..., but %s has %.12s...)", path,
                  t->model_sha256, m->path, m->sha256);
     if (strcmp(t->dist_sha256, d->sha256) != 0)

@@ -16,7 +16,7 @@ Checks: a 1-d tensor of d_vocab entries (the model file's), every entry a finite
 integer, summing to --n-samples (default 2^32) exactly ('--n-samples sum' accepts the counts'
 own total, for counts rounded by float32 storage: 2^-24 relative error at most per entry). Output: what `lpe truth` writes for a
 sampled run (src/truth.c): counts uint64 [V], ranges [[0, n]], attributes n_samples, exact = 0,
-model_sha256 (of the model file's bytes), distribution, distribution_sha256 (lpe's canonical
+model_sha256 (of the model's content, as `lpe info` prints it), distribution, distribution_sha256 (lpe's canonical
 hash of the normalised distribution, taken from `lpe dist show` so that it is lpe's own),
 seed, stream, d_vocab, k, format_version, lpe_version, created; and the provenance attributes
 source, source_sha256, importer. The seed is a label (the paper's samples come from its own
@@ -131,6 +131,15 @@ def dist_info(lpe: str, dists: str, name: str, d_vocab: int) -> tuple[str, int]:
     return sha.group(1), int(k.group(1))
 
 
+def model_sha256(lpe: str, model: str) -> str:
+    """The model's identity as lpe computes it (its content: configuration and weights)."""
+    r = subprocess.run([lpe, "info", model], capture_output=True, text=True)
+    sha = re.search(r"^\s*sha256\s+([0-9a-f]{64})\s*$", r.stdout, re.M)
+    if r.returncode != 0 or not sha:
+        raise InputError(f"lpe info {model}: {r.stderr.strip() or r.stdout.strip()}")
+    return sha.group(1)
+
+
 def lpe_version(lpe: str) -> str:
     r = subprocess.run([lpe, "--version"], capture_output=True, text=True)
     return r.stdout.strip().removeprefix("lpe ").strip() or "unknown"
@@ -168,7 +177,7 @@ def import_counts(counts_path: str, model: str, dists: str, name: str, out: str,
     dsha, k = dist_info(lpe, dists, name, V)
     attrs = {
         "n_samples": np.int64(n_samples), "exact": np.int64(0),
-        "model_sha256": sha256_file(model), "distribution": name, "distribution_sha256": dsha,
+        "model_sha256": model_sha256(lpe, model), "distribution": name, "distribution_sha256": dsha,
         "seed": np.int64(seed), "stream": np.int64(stream_of(STREAM_INPUT, 0)),
         "d_vocab": np.int64(V), "k": np.int64(k),
         "format_version": np.int64(TRUTH_FORMAT_VERSION), "lpe_version": lpe_version(lpe),

@@ -54,7 +54,7 @@ typedef struct {
     /* optional vocabulary: token v is vocab_bytes[vocab_offsets[v] .. vocab_offsets[v+1]) */
     uint8_t *vocab_bytes;   /* [vocab_offsets[V]] or NULL */
     int64_t *vocab_offsets; /* [V + 1] or NULL */
-    char sha256[65];        /* of the model file's bytes ("" for a model made in memory) */
+    char sha256[65];        /* identity: lpe_model_content_sha256 ("" for a model made in memory) */
     char path[1024];
 } lpe_model;
 
@@ -66,6 +66,9 @@ void lpe_model_init_random(lpe_model *m, const lpe_model_config *cfg, uint64_t s
 /* Write to `path` atomically (temporary name, then rename). Refuses to overwrite unless force. */
 void lpe_model_save(const lpe_model *m, const char *path, int force);
 void lpe_model_free(lpe_model *m);
+/* sha256 of the model's content (configuration and weights in a canonical little-endian byte
+ * order), the same for every file holding this model; model.c says exactly what is hashed. */
+void lpe_model_content_sha256(const lpe_model *m, char out[65]);
 /* Check a config for consistency (positive sizes, known act); exit 2 naming `where`. */
 void lpe_model_config_check(const lpe_model_config *cfg, const char *where);
 const char *lpe_act_name(lpe_act a);

@@ -135,3 +135,42 @@ def grad_r0(cfg, w, tokens, target):
               + np.einsum("hie,hde->id", dv, w[p + "attn/W_V"]))
         dr = dr + _ln_back(da, w[p + "ln1/w"], b["ln1"])
     return logits, dr
+
+
+def model_content_sha256(path):
+    """The model identity lpe records (model_sha256), written from its definition in issue 13 /
+    model.c's comment, not from the C code: sha256 over the tag "lpe-model-content-v1\\0", the
+    config as little-endian int64 (n_layers, d_model, n_heads, d_head, d_mlp, d_vocab, n_ctx,
+    attn_only, has_b_U), ln_eps's float64 bits, the activation name + NUL, then every tensor in
+    SPEC-8 order: name + NUL, rank and dims (int64 LE), float32 values (LE)."""
+    import hashlib
+    import struct
+
+    import h5py
+    h = hashlib.sha256()
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        has_b_U = "unembed/b_U" in f
+        attn_only = int(a["attn_only"])
+        h.update(b"lpe-model-content-v1\0")
+        for key in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"):
+            h.update(struct.pack("<q", int(a[key])))
+        h.update(struct.pack("<q", attn_only) + struct.pack("<q", int(has_b_U)))
+        h.update(struct.pack("<d", float(a["ln_eps"])))
+        act = a["act_fn"]
+        h.update((act.decode() if isinstance(act, bytes) else str(act)).encode() + b"\0")
+        names = ["embed/W_E", "pos_embed/W_pos"]
+        for layer in range(int(a["n_layers"])):
+            sub = ["ln1/w", "ln1/b", "attn/W_Q", "attn/W_K", "attn/W_V", "attn/W_O", "attn/b_Q",
+                   "attn/b_K", "attn/b_V", "attn/b_O"]
+            if not attn_only:
+                sub += ["ln2/w", "ln2/b", "mlp/W_in", "mlp/b_in", "mlp/W_out", "mlp/b_out"]
+            names += [f"blocks/{layer}/{s}" for s in sub]
+        names += ["ln_final/w", "ln_final/b", "unembed/W_U"] + (["unembed/b_U"] if has_b_U else [])
+        for n in names:
+            x = np.asarray(f[n][()], dtype="<f4")
+            h.update(n.encode() + b"\0" + struct.pack("<q", x.ndim))
+            for d in x.shape:
+                h.update(struct.pack("<q", d))
+            h.update(x.tobytes())
+    return h.hexdigest()

@@ -4,7 +4,6 @@ sweeps, naive sampling against exact enumeration) and `lpe info` on every kind o
 Reference for the truth: `lpe truth --exact` files (themselves tested against a NumPy
 enumeration in test_truth.py); the naive estimator is checked against them statistically.
 """
-import hashlib
 import os
 import re
 
@@ -12,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+import reference
 from conftest import h5_tree, run_lpe, trees_equal, write_ini
 
 TIMING = ("created", "seconds", "seconds_per_target")
@@ -56,7 +56,7 @@ def test_layout(case):
         assert a["lpe_version"] and a["device"] and a["backend"] == "cpu"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", a["created"])
         assert a["format_version"] == 1 and a["seed"] == 1
-        assert a["model_sha256"] == hashlib.sha256(case["model"].read_bytes()).hexdigest()
+        assert a["model_sha256"] == reference.model_content_sha256(case["model"])
         rows = 0
         for n in ("a", "b"):
             g, p = f[n], case["probs"][n]

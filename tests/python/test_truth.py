@@ -11,7 +11,6 @@ The CPU backend runs single-threaded here (OMP_NUM_THREADS=1) except where a tes
 threads: these models are so small that thread start-up dominates, and the test machine is
 shared.
 """
-import hashlib
 import itertools
 import os
 import signal
@@ -105,9 +104,9 @@ def test_sampled_against_exact(case):
     p = case["probs"]
     assert c.dtype == np.uint64 and c.sum() == N and a["n_samples"] == N and a["exact"] == 0
     assert ranges.tolist() == [[0, N]] and a["seed"] == 11
-    # methods.md §8 attributes: the model's sha256 is that of its file's bytes; the distribution's is
-    # the one `lpe dist show` prints
-    assert a["model_sha256"] == hashlib.sha256(case["model"].read_bytes()).hexdigest()
+    # methods.md §8 attributes: the model's sha256 is that of its content (configuration and
+    # weights, reference.model_content_sha256); the distribution's is the one `lpe dist show` prints
+    assert a["model_sha256"] == reference.model_content_sha256(case["model"])
     show = lpe("dist", "show", case["dist"], "a", check=0).stdout
     assert f"sha256: {a['distribution_sha256']}" in show
     assert a["distribution"] == "a" and a["format_version"] == 1 and a["d_vocab"] == 48
