@@ -12,7 +12,17 @@ CC       ?= cc
 NVCC     ?= nvcc
 CUDA     ?= auto
 CUDA_ARCH ?= sm_90
-OPT      ?= -O3 -march=native
+# Portable by default: a binary built on a login node runs on every x86-64 machine of the last
+# decade (x86-64-v2: SSE4.2, POPCNT) and under valgrind. NATIVE=1 tunes for this CPU
+# (-march=native: AVX2/AVX-512 where present); OPT='...' replaces the flags altogether.
+NATIVE   ?= 0
+ifeq ($(NATIVE),1)
+  OPT    ?= -O3 -march=native
+else ifeq ($(shell uname -m),x86_64)
+  OPT    ?= -O3 -march=x86-64-v2
+else
+  OPT    ?= -O3
+endif
 CFLAGS   ?=
 BUILD    := build
 
@@ -48,7 +58,9 @@ endif
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 
 # ---- flags --------------------------------------------------------------------------------
-VERSION := mut
+# the code's identity, recorded in every results file: `git describe` of the checkout (-dirty
+# when it has uncommitted changes); a copy without git history says so
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown-not-a-git-checkout)
 CPPFLAGS := -Iinclude $(HDF5_CFLAGS) $(BLAS_CFLAGS) -D_GNU_SOURCE
 CFLAGS   += -std=c11 $(OPT) -g -Wall -Wextra -Wno-unused-parameter -fno-math-errno
 LDLIBS   := $(HDF5_LIBS) $(INIH_LIBS) $(BLAS_LIBS) -lm -lpthread
@@ -128,7 +140,8 @@ clean:
 	rm -rf $(BUILD) bin
 
 help:
-	@echo "make [CUDA=0|1|auto] [CUDA_ARCH=sm_90] [OPT=...]   build bin/lpe (CUDA=auto: when nvcc is found)"
+	@echo "make [CUDA=0|1|auto] [CUDA_ARCH=sm_90] [NATIVE=1] [OPT=...]   build bin/lpe (CUDA=auto: when nvcc is found)"
+	@echo "   default -O3 -march=x86-64-v2 (portable); NATIVE=1: -march=native for this CPU"
 	@echo "make test | test-c | test-py                   run tests"
 	@echo "make bench                                     CPU/GPU benchmark"
 	@echo "make quickstart                                the embedded default experiment"

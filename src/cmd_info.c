@@ -82,9 +82,9 @@ static void info_dists(const char *path, const children *groups) {
     for (int i = 0; i < groups->n; i++) {
         lpe_dist d;
         lpe_dist_load(&d, path, groups->names[i], 0);
-        uint64_t space = lpe_dist_enum_size(&d);
+        double l2 = lpe_dist_log2_space(&d); /* not the saturating uint64 count: spaces > 2^64 */
         printf("  %s: k %d, %d factor%s, input space %.4g (2^%.1f)%s%s\n", d.name, d.k,
-               d.n_factors, d.n_factors == 1 ? "" : "s", (double)space, log2((double)space),
+               d.n_factors, d.n_factors == 1 ? "" : "s", exp2(l2), l2,
                d.description && d.description[0] ? ", " : "", d.description ? d.description : "");
         printf("    supports per position:");
         for (int j = 0; j < d.k; j++) printf(" %d", lpe_dist_support(&d, j));

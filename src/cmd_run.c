@@ -33,7 +33,7 @@ static void usage(FILE *f) {
                     s->list ? " [list: sweep]" : "", s->help ? s->help : "");
     }
     fprintf(f, "  every method also takes budget = model calls per target (or [experiment] budget)\n"
-               "\nThe INI format is described at the top of src/config.c and in docs/.\n");
+               "\nThe INI format is described at the top of src/config.c; the methods in docs/methods.md.\n");
 }
 
 int lpe_cmd_run(int argc, char **argv) {
@@ -69,6 +69,7 @@ int lpe_cmd_run(int argc, char **argv) {
         usage(stderr);
         return LPE_EXIT_INPUT;
     }
+    if (lpe_is_quiet()) o.quiet = 1; /* the global `lpe --quiet run` */
     if (o.quiet) lpe_set_quiet(1);
     return lpe_run_experiment(&o);
 }

@@ -156,6 +156,8 @@ double lpe_now(void) {
 
 void lpe_set_quiet(int q) { quiet = q; }
 
+int lpe_is_quiet(void) { return quiet; }
+
 void lpe_progress_begin(lpe_progress *p, const char *label) {
     p->label = label;
     p->t0 = p->t_last = lpe_now();

@@ -499,6 +499,12 @@ uint64_t lpe_dist_enum_size(const lpe_dist *d) {
     return n;
 }
 
+double lpe_dist_log2_space(const lpe_dist *d) {
+    double l = 0; /* a sum of logs: spaces far above 2^64 (lpe_dist_enum_size saturates) */
+    for (int j = 0; j < d->k; j++) l += log2((double)lpe_dist_support(d, j));
+    return l;
+}
+
 double lpe_dist_enum_decode(const lpe_dist *d, uint64_t idx, int32_t *tokens /* [k] */) {
     double lp = 0;
     for (int j = d->k - 1; j >= 0; j--) { /* last position fastest */

@@ -35,8 +35,9 @@ int main(int argc, char **argv) {
     /* OpenMP threads that spin while waiting lose whole scheduler slices when the cores are
      * shared (CI, a busy workstation: measured 30x slower on a small model); sleeping costs
      * little when they are not. libgomp reads the policy when it is loaded, before main, so the
-     * default is set by running ourselves again once. OMP_WAIT_POLICY=active restores spinning. */
-    if (!getenv("OMP_WAIT_POLICY")) {
+     * default is set by running ourselves again once. OMP_WAIT_POLICY=active restores spinning.
+     * LPE_NO_REEXEC=1 (or any OMP_WAIT_POLICY) skips the re-exec: valgrind cannot follow it. */
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("LPE_NO_REEXEC")) {
         setenv("OMP_WAIT_POLICY", "passive", 1);
         execv("/proc/self/exe", argv); /* returns only on failure: then carry on as we are */
     }

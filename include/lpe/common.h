@@ -91,6 +91,7 @@ void lpe_progress_begin(lpe_progress *p, const char *label);
 void lpe_progress_update(lpe_progress *p, double done, double total, const char *unit);
 void lpe_progress_end(lpe_progress *p);
 void lpe_set_quiet(int quiet); /* --quiet: no progress lines */
+int lpe_is_quiet(void);         /* `lpe --quiet COMMAND` as well as `lpe COMMAND --quiet` */
 
 /* Version string (git describe at build time). */
 const char *lpe_version(void);

@@ -73,6 +73,8 @@ static inline int lpe_dist_support(const lpe_dist *d, int j) {
  * UINT64_MAX), and decoding of input number idx (mixed radix, last position fastest) into
  * tokens [k], returning its log probability. */
 uint64_t lpe_dist_enum_size(const lpe_dist *d);
+/* log2 of the number of inputs, exact in double precision far above 2^64. */
+double lpe_dist_log2_space(const lpe_dist *d);
 double lpe_dist_enum_decode(const lpe_dist *d, uint64_t idx, int32_t *tokens);
 
 #ifdef __cplusplus
