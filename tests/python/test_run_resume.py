@@ -3,9 +3,8 @@ as an uninterrupted run, apart from timing; a checkpoint of another experiment i
 import os
 import signal
 import subprocess
-import time
 
-from conftest import LPE, h5_tree, make_dist, make_model, run_lpe, trees_equal, write_ini
+from conftest import ENV, LPE, h5_tree, make_dist, make_model, run_lpe, trees_equal, write_ini
 
 TIMING = ("created", "seconds", "seconds_per_target")
 
@@ -36,19 +35,14 @@ def setup(d):
 
 
 def kill_after_first_checkpoint(ini, out):
-    """Start `lpe run`, SIGKILL it once a method run is checkpointed; return the files kept."""
-    p = subprocess.Popen([str(LPE), "--quiet", "run", str(ini), "--output", str(out)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = out.parent / (out.name + ".ckpt")
-    t0 = time.time()
-    while time.time() - t0 < 60:
-        done = [f for f in ckpt.glob("*/*.h5")]
-        if done or p.poll() is not None:
-            break
-        time.sleep(0.005)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    return done
+    """Run `lpe run` until it has checkpointed its first method run, where it kills itself with
+    SIGKILL (LPE_TEST_KILL_AFTER_SAVES, run_ckpt.c): a kill at a known point, which no run can
+    outpace. Returns the checkpointed run files."""
+    env = dict(ENV, LPE_TEST_KILL_AFTER_SAVES="1")
+    p = subprocess.run([str(LPE), "--quiet", "run", str(ini), "--output", str(out)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, timeout=300)
+    assert p.returncode == -signal.SIGKILL, f"exit {p.returncode}: the run was not killed"
+    return list((out.parent / (out.name + ".ckpt")).glob("*/*.h5"))
 
 
 def test_resume_after_kill(tmp_path):
