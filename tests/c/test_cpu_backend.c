@@ -118,20 +118,20 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
         b1->get_grad(b1, gr1, LPE_BUF_BATCH, 1);
         double s_act = 0, s_lg = 0, s_gr = 0, e_act = 0, e_lg = 0, e_gr = 0;
         for (int i = 0; i < D; i++) {
-            s_act = fmax(s_act, fabs(act1[i]));
-            e_act = fmax(e_act, fabs(act1[i] - act[(size_t)b * D + i]));
+            s_act = check_nanmax(s_act, fabs(act1[i]));
+            e_act = check_nanmax(e_act, fabs(act1[i] - act[(size_t)b * D + i]));
         }
         for (int i = 0; i < V; i++) {
-            s_lg = fmax(s_lg, fabs(lg1[i]));
-            e_lg = fmax(e_lg, fabs(lg1[i] - lg[(size_t)b * V + i]));
+            s_lg = check_nanmax(s_lg, fabs(lg1[i]));
+            e_lg = check_nanmax(e_lg, fabs(lg1[i] - lg[(size_t)b * V + i]));
         }
         for (int i = 0; i < K * D; i++) {
-            s_gr = fmax(s_gr, fabs(gr1[i]));
-            e_gr = fmax(e_gr, fabs(gr1[i] - gr[(size_t)b * K * D + i]));
+            s_gr = check_nanmax(s_gr, fabs(gr1[i]));
+            e_gr = check_nanmax(e_gr, fabs(gr1[i] - gr[(size_t)b * K * D + i]));
         }
-        w_act = fmax(w_act, e_act / s_act);
-        w_lg = fmax(w_lg, e_lg / s_lg);
-        w_gr = fmax(w_gr, e_gr / s_gr);
+        w_act = check_nanmax(w_act, e_act / s_act);
+        w_lg = check_nanmax(w_lg, e_lg / s_lg);
+        w_gr = check_nanmax(w_gr, e_gr / s_gr);
         /* the argmax may differ only where the two best logits are that close */
         argmax_ok &= am1 == am[b] || fabs(lg[(size_t)b * V + am1] - ml[b]) <= 1e-5 * s_lg;
         /* argmax / max / target agree with the logits (ties: lowest index) */
@@ -212,7 +212,7 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
             }
             /* a float32 dot product of D terms: error <= ~D * eps * sum |terms| */
             double err = fabs(sc[(size_t)b * nmax + s] - ref) / (mag * D * 1.2e-7 + 1e-30);
-            if (err > worst) worst = err;
+            worst = check_nanmax(worst, err);
         }
     }
     CHECK(worst <= 1.0, "%s: scores_at off by %.3g of its float32 bound", label, worst);
@@ -239,7 +239,7 @@ static void test_model(const lpe_model_config *cfg, const char *label) {
                     }
                 double err = fabs(ss[(size_t)g * S + o] - ref) / (mag * D * 1.2e-7 + 1e-30);
                 if (g == 1) err = ss[(size_t)g * S + o] != 0 ? 1e9 : 0; /* the empty group */
-                if (err > worst) worst = err;
+                worst = check_nanmax(worst, err);
             }
         }
     }
@@ -323,7 +323,7 @@ static void test_tiles(void) {
                 ref += t, mag += fabs(t);
             }
             double e = fabs(sc[(size_t)b * n + s] - ref) / (mag * D * 1.2e-7 + 1e-30);
-            worst = e > worst ? e : worst;
+            worst = check_nanmax(worst, e);
         }
     CHECK(worst <= 1.0, "tiled scores off by %.3g of the float32 bound", worst);
     lpe_backend_destroy(be);

@@ -174,8 +174,8 @@ static void test_mhis(void) {
     for (int i = 0; i < N; i++) pi[i] /= z;
 
     /* a long run with chains saved, read back from the file */
-    const char *path = "/tmp/lpe_test_mhis_chains.h5";
-    unlink(path);
+    char dir[256], path[300];
+    check_tmp_path(dir, sizeof dir, path, sizeof path, "mhis", "chains.h5");
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     hid_t g = lpe_h5_group(f, "mhis");
     const char *kv[] = {"temperature=1.0", "walkers=64", "burn_in=64", "save_chains=true",
@@ -191,7 +191,7 @@ static void test_mhis(void) {
     int64_t dims[2] = {-1, k}, got[2];
     int32_t *ch = lpe_h5_read(f, path, "mhis/chains/tokens", H5T_NATIVE_INT32, 2, dims, got);
     lpe_h5_close(f);
-    unlink(path);
+    check_tmp_remove(dir, path);
     CHECK(got[0] == 64 * 1500, "recorded rows %lld", (long long)got[0]);
     /* index of a chain state in the enumeration: mixed radix, last position fastest */
     double *emp = calloc((size_t)N, sizeof *emp);

@@ -17,8 +17,8 @@ int main(void) {
     lpe_sha256_buf(h, two, strlen(two));
     CHECK(!strcmp(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"), "%s", h);
 
-    const char *path = "/tmp/lpe_test_h5io.h5";
-    unlink(path);
+    char dir[256], path[300];
+    check_tmp_path(dir, sizeof dir, path, sizeof path, "h5io", "t.h5");
     lpe_h5_out o;
     lpe_h5_create(&o, path, 0);
     struct stat st;
@@ -50,6 +50,6 @@ int main(void) {
     CHECK(lpe_h5_get_attr_int(f, path, "n") == 1LL << 40, "int attribute");
     CHECK(lpe_h5_exists(f, "a/b/v") && !lpe_h5_exists(f, "a/c/v"), "exists");
     lpe_h5_close(f);
-    unlink(path);
+    check_tmp_remove(dir, path);
     return check_summary("test_h5io");
 }

@@ -1,6 +1,9 @@
-/* test_model.c: random init (scales, determinism), save/load round trip, config checks. */
+/* test_model.c: random init (scales, determinism), save/load round trip, config checks, the
+ * content hash (model identity). */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -14,6 +17,47 @@ static double sample_std(const float *x, size_t n) {
     }
     double m = s / n;
     return sqrt(s2 / n - m * m);
+}
+
+/* Exit status of lpe_model_config_check(c) run in a child (it exits 2 on a bad config). */
+static int config_check_status(lpe_model_config c) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        lpe_model_config_check(&c, "test");
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_config_checks(lpe_model_config ok) {
+    CHECK(config_check_status(ok) == 0, "a valid config passes");
+    struct { const char *what; lpe_model_config c; } bad[12];
+    int n = 0;
+#define BAD(field, value) (bad[n].what = #field " = " #value, bad[n].c = ok, bad[n].c.field = value, n++)
+    BAD(n_layers, 0);
+    BAD(n_layers, 65);
+    BAD(d_model, 0);
+    BAD(n_heads, -1);
+    BAD(d_head, 0);
+    BAD(d_mlp, 0);
+    BAD(d_vocab, (1 << 24) + 1);
+    BAD(n_ctx, 0);
+    BAD(ln_eps, 0.0);
+    BAD(ln_eps, 1.0);
+    BAD(ln_eps, NAN);
+    BAD(act, (lpe_act)99);
+#undef BAD
+    for (int i = 0; i < n; i++)
+        CHECK(config_check_status(bad[i].c) == 2, "%s must be refused with exit 2", bad[i].what);
+    lpe_model_config attn = ok;
+    attn.attn_only = 1;
+    attn.d_mlp = 0;
+    CHECK(config_check_status(attn) == 0, "d_mlp is not checked for an attention-only model");
 }
 
 int main(void) {
@@ -54,8 +98,23 @@ int main(void) {
     CHECK(b.n_floats == a.n_floats && !memcmp(a.mem, b.mem, a.n_floats * sizeof(float)),
           "weights round trip");
     CHECK(strlen(b.sha256) == 64, "sha256 recorded");
+    /* identity by content: the in-memory model's hash, the same after a second save (whose
+     * bytes differ: HDF5 stamps times), another for one changed weight */
+    char mem_sha[65];
+    lpe_model_content_sha256(&a, mem_sha);
+    CHECK(!strcmp(mem_sha, b.sha256), "loaded %s, in memory %s", b.sha256, mem_sha);
+    lpe_model_free(&b);
+    sleep(1);
+    lpe_model_save(&a, path, 1);
+    lpe_model_load(&b, path);
+    CHECK(!strcmp(mem_sha, b.sha256), "a second save of the model: %s", b.sha256);
+    b.layers[1].W_V[7] = nextafterf(b.layers[1].W_V[7], 1.0f);
+    char changed[65];
+    lpe_model_content_sha256(&b, changed);
+    CHECK(strcmp(changed, mem_sha) != 0, "one weight changed by one ulp: the same hash");
     lpe_model_free(&b);
     unlink(path);
+    test_config_checks(c);
     lpe_model_free(&a);
     return check_summary("test_model");
 }
