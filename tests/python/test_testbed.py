@@ -230,8 +230,9 @@ def small_testbed_ini(path, model, names, out, seed, budget, count, methods):
 
 def test_reduced_protocol(tmp_path):
     """Every method on the 2-layer model, two families, 3 targets, budget 2^9 (a few seconds):
-    the results file holds a finite, non-negative estimate per target and method, and the
-    report tabulates them."""
+    the results file holds each method's estimates with what they must satisfy (const: the mean
+    truth; naive: counts over the budget; GLD: positive; budgets spent), and the report's table
+    has one finite loss per method."""
     out = tmp_path / "r.h5"
     ini = small_testbed_ini(tmp_path / "reduced.ini", "gelu-2l", "hex, icl", out, seed=3, budget="2^9",
                       count=3, methods="""
@@ -247,16 +248,36 @@ def test_reduced_protocol(tmp_path):
         """)
     run_lpe("run", ini, "--quiet", check=0, timeout=300)
     methods = ["const", "naive", "itgis", "mhis", "qld", "gld"]
+    budget = 2**9
     with h5py.File(out, "r") as f:
         for d in ("hex", "icl"):
             t, p = f[d]["targets"][:], f[d]["true_prob"][:]
             assert t.size == 3 and np.all((p >= 1e-6) & (p <= 1e-4))
+            est = {}
             for meth in methods:
-                e = f[d][meth]["estimate"][:]
+                g = f[d][meth]
+                e, calls = g["estimate"][:], g["model_calls"][:]
                 assert e.shape == (3,) and np.all(np.isfinite(e)) and np.all(e >= 0), (d, meth, e)
+                if meth != "const":  # every sampling method spends its budget on each target
+                    assert np.all(calls >= budget) and np.all(calls <= 2 * budget), (d, meth, calls)
+                est[meth] = e
+            # what each method's estimate must be, beyond "finite and >= 0" (which 0 passes):
+            # const is the targets' mean true probability (the optimal constant); naive is a
+            # count over the budget; GLD's Gaussian tail is never exactly 0
+            assert np.allclose(est["const"], p.mean(), rtol=1e-9, atol=0), (d, est["const"], p)
+            k = est["naive"] * budget
+            assert np.allclose(k, np.round(k), atol=1e-9) and np.all(est["naive"] <= 1), k
+            assert np.all(est["gld"] > 0), est["gld"]
+            assert len({tuple(v) for v in est.values()}) > 2, "methods should not agree exactly"
     r = run_lpe("report", out, check=0)
-    for meth in methods:
-        assert meth in r.stdout
+    # the summary table: one row per method, each a finite positive loss
+    rows = {}
+    for line in r.stdout.split("## ")[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] in methods:
+            rows[cells[0]] = float(cells[1])
+    assert sorted(rows) == sorted(methods), r.stdout
+    assert all(np.isfinite(v) and v > 0 for v in rows.values()), rows
 
 
 def test_table_tool_on_a_temperature_sweep(tmp_path):
