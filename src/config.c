@@ -409,14 +409,15 @@ static void add_override(lpe_config *c, lpe_method_cfg *mc, const char *path, co
 
 /* The file's text, verbatim, into c->text; returns its length. */
 static size_t read_text(lpe_config *c, const char *path) {
-    lpe_input_check(path, "experiment file", LPE_INI_MAX_BYTES); /* not /dev/zero, a FIFO, 1 GB */
+    lpe_input_check(path, "experiment file", LPE_INI_MAX_BYTES); /* not /dev/zero, a FIFO, > 16 MiB */
     FILE *f = fopen(path, "rb");
     if (!f) lpe_fail_input("%s: cannot open the experiment file", path);
     size_t cap = 4096, len = 0, r;
     c->text = lpe_calloc(cap, 1);
     while ((r = fread(c->text + len, 1, cap - len - 1, f)) > 0) {
         len += r;
-        if (len > LPE_INI_MAX_BYTES) lpe_fail_input("%s: experiment file larger than %d bytes", path, LPE_INI_MAX_BYTES);
+        if (len > LPE_INI_MAX_BYTES) /* it grew since it was checked */
+            lpe_fail_input("%s: experiment file larger than %d bytes", path, LPE_INI_MAX_BYTES);
         if (len + 1 == cap) {
             cap *= 2;
             c->text = lpe_realloc(c->text, cap);

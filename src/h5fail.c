@@ -99,6 +99,6 @@ void lpe_h5_fail_hooks_install(void) {
     static int done;
     if (done) return;
     done = 1;
-    lpe_fail_hooks h = {h5_explain, h5_close_all};
+    lpe_fail_hooks h = {h5_explain, h5_close_all, NULL};
     lpe_set_fail_hooks(&h);
 }

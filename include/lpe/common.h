@@ -42,8 +42,11 @@ void lpe_warn(const char *fmt, ...) LPE_PRINTF(1, 2);
 typedef struct {
     int (*explain)(char *buf, size_t n);
     void (*close_all)(int io_failed);
+    void (*escape)(int code); /* instead of _exit (tools/fuzz: longjmp back); must not return */
 } lpe_fail_hooks;
 void lpe_set_fail_hooks(const lpe_fail_hooks *h);
+/* Only the escape hook (the others kept): tools/fuzz turns error exits into a longjmp. */
+void lpe_set_fail_escape(void (*escape)(int code));
 /* "no space left on device" for ENOSPC (EDQUOT, EFBIG, EIO, EROFS alike); NULL for an errno
  * that is not about the disk. */
 const char *lpe_io_errno_text(int err);
