@@ -17,6 +17,7 @@
 #include "lpe/dist.h"
 
 #include <float.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,11 +424,15 @@ static void copy_file(const char *dst, const char *src) {
     if (!out) lpe_fail("%s: cannot create", dst);
     char buf[1 << 16];
     size_t n;
+    /* a full disk is named as such, with the file the user asked for (src: it is appended to) */
+#define WRITE_FAILED() lpe_fail("%s: %s (writing its copy %s)", src, \
+        lpe_io_errno_text(errno) ? lpe_io_errno_text(errno) : strerror(errno), dst)
     while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) lpe_fail("%s: write failed", dst);
+        if (fwrite(buf, 1, n, out) != n) WRITE_FAILED();
     if (ferror(in)) lpe_fail("%s: read failed", src);
     fclose(in);
-    if (fclose(out) != 0) lpe_fail("%s: write failed", dst);
+    if (fclose(out) != 0) WRITE_FAILED();
+#undef WRITE_FAILED
 }
 
 /* Appending must not leave a half-written group behind: a new file is written under a temporary

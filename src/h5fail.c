@@ -56,11 +56,35 @@ static void final_name(char *path) {
     *t = 0;
 }
 
+/* The file being flushed or closed (lpe_h5_note_file): a failed close names no file on the
+ * stack. */
+static char noted[1024];
+
+void lpe_h5_note_file(hid_t file) {
+    noted[0] = 0; /* file < 0: forget */
+    if (file >= 0 && H5Fget_name(file, noted, sizeof noted) < 0) noted[0] = 0;
+}
+
+/* Otherwise the one file open for writing, if there is just one. */
+static void only_writable_file(char *out, size_t n) {
+    hid_t ids[2];
+    ssize_t k = H5Fget_obj_ids(H5F_OBJ_ALL, H5F_OBJ_FILE, 2, ids);
+    int found = 0;
+    for (ssize_t i = 0; i < k; i++) {
+        unsigned intent = 0;
+        if (H5Fget_intent(ids[i], &intent) >= 0 && (intent & H5F_ACC_RDWR) && !found++)
+            if (H5Fget_name(ids[i], out, n) < 0) out[0] = 0;
+    }
+    if (found != 1) out[0] = 0;
+}
+
 static int h5_explain(char *buf, size_t n) {
     io_cause c = {0};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, &c);
     const char *why = lpe_io_errno_text(c.err);
     if (!why) return 0;
+    if (!c.file[0]) snprintf(c.file, sizeof c.file, "%s", noted);
+    if (!c.file[0]) only_writable_file(c.file, sizeof c.file);
     final_name(c.file);
     snprintf(buf, n, "%s: %s", c.file[0] ? c.file : "(an HDF5 file)", why);
     return 1;

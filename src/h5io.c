@@ -46,7 +46,10 @@ hid_t lpe_h5_open_append(const char *path) {
 }
 
 void lpe_h5_close(hid_t file) {
-    if (file >= 0) H5_CHECK(H5Fclose(file));
+    if (file < 0) return;
+    lpe_h5_note_file(file); /* a failed close is reported with the file's name */
+    H5_CHECK(H5Fclose(file));
+    lpe_h5_note_file(-1);
 }
 
 /* A process killed outright (SIGKILL, power loss) cannot remove its temporary file: remove
@@ -91,8 +94,10 @@ void lpe_h5_create(lpe_h5_out *o, const char *path, int force) {
 }
 
 void lpe_h5_commit(lpe_h5_out *o) {
+    lpe_h5_note_file(o->file);
     H5_CHECK(H5Fflush(o->file, H5F_SCOPE_GLOBAL));
     H5_CHECK(H5Fclose(o->file));
+    lpe_h5_note_file(-1);
     o->file = -1;
     if (rename(o->tmp, o->path) != 0)
         lpe_fail("cannot rename %s to %s: %s", o->tmp, o->path, strerror(errno));

@@ -84,6 +84,8 @@ void lpe_h5_quiet(void);
 /* Error exits name a full disk (or quota, file-size limit) found on HDF5's error stack, and close
  * HDF5's handles safely (src/h5fail.c). */
 void lpe_h5_fail_hooks_install(void);
+/* Remember `file`'s name for such a message (HDF5 names no file when a close fails). */
+void lpe_h5_note_file(hid_t file);
 
 
 /* SHA-256 of a file's bytes / of a memory buffer, as 64 hex chars + NUL. */

@@ -76,6 +76,17 @@ def test_model_init_past_the_file_size_limit(tmp_path):
     assert not out.exists() and no_temporaries(tmp_path)
 
 
+def test_dist_append_past_the_file_size_limit(exp, tmp_path):
+    dists = exp.parent / "dists.h5"
+    before = dists.read_bytes()
+    for blocks in (len(before) // 1024 - 1, len(before) // 1024 + 1):
+        r = run_limited(["dist", "random", "--out", dists, "--name", "c", "--vocab", 64, "--k", 4,
+                         "--support", 8], blocks)
+        assert r.returncode == 1, r.stderr
+        assert f"{dists}: file too large" in r.stderr, r.stderr
+        assert dists.read_bytes() == before and no_temporaries(exp.parent)
+
+
 @pytest.mark.parametrize("blocks", [24, 40, 56])
 def test_run_past_the_file_size_limit_keeps_results_and_resumes(exp, tmp_path, blocks):
     d = exp.parent
@@ -378,3 +389,18 @@ def test_docs_references_point_to_files():
     for ref in refs:
         ref = ref.rstrip(".")
         assert ref == "docs/methods.md" or (ROOT / ref).exists(), ref
+
+
+def test_valgrind_runs_lpe_as_built(exp):
+    """The default build runs under valgrind (no AVX-512 from -march=native, and LPE_NO_REEXEC
+    skips the OMP_WAIT_POLICY re-exec that valgrind cannot follow): a small run, no errors."""
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed")
+    d = exp.parent
+    ini = write_ini(d / "vg.ini", INI.format(budget="2^6", temps="1.0"))
+    env = dict(ENV, LPE_NO_REEXEC="1")
+    r = subprocess.run(["valgrind", "-q", "--error-exitcode=9", str(LPE), "--quiet", "run",
+                        str(ini), "--output", str(d / "vg.h5")], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (d / "vg.h5").exists()
