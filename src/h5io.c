@@ -194,8 +194,14 @@ void *lpe_h5_read(hid_t loc, const char *file, const char *name, hid_t memtype, 
                   const int64_t *dims, int64_t *dims_out) {
     int64_t found[16];
     hid_t ds = open_checked(loc, file, name, memtype, rank, dims, found);
-    size_t n = 1;
-    for (int i = 0; i < rank; i++) n *= (size_t)found[i];
+    /* a corrupt file may declare any extent: refuse what no lpe file holds (and products that
+     * would overflow) as bad input, not as a failed allocation (found by tools/fuzz) */
+    double elems = 1;
+    for (int i = 0; i < rank; i++) elems *= (double)found[i];
+    if (elems * (double)H5Tget_size(memtype) > LPE_H5_READ_MAX_BYTES)
+        lpe_fail_input("%s: dataset %s: %.4g values, more than a readable file holds", file, name,
+                       elems);
+    size_t n = (size_t)elems;
     void *buf = lpe_calloc(n ? n : 1, H5Tget_size(memtype));
     if (n && H5Dread(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
         lpe_fail_input("%s: dataset %s: cannot be read as the expected type", file, name);

@@ -47,6 +47,7 @@ hid_t lpe_h5_group(hid_t loc, const char *path); /* open, or create with parents
  * _UINT64, _UINT8). The stored type class must match (float vs integer). `rank` is required;
  * dims[i] >= 0 are required extents, -1 means any; the found extents go to dims_out (may be NULL).
  * Returns a malloc'd buffer (free()). `file` names the file in messages. */
+#define LPE_H5_READ_MAX_BYTES 1099511627776.0 /* 1 TiB: a larger dataset is a corrupt extent */
 void *lpe_h5_read(hid_t loc, const char *file, const char *name, hid_t memtype, int rank,
                   const int64_t *dims, int64_t *dims_out);
 /* Read into a caller buffer of exactly the given dims. */

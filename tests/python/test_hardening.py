@@ -404,3 +404,21 @@ def test_valgrind_runs_lpe_as_built(exp):
                        env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (d / "vg.h5").exists()
+
+
+# ---- fuzz findings (tools/fuzz/run.sh), kept as regression tests ---------------------------
+
+FUZZ = Path(__file__).resolve().parent / "data" / "fuzz"
+
+
+@pytest.mark.parametrize("args,why", [
+    (["dist", "show", FUZZ / "dist_huge_extent.h5"], "more than a readable file holds"),
+    (["info", FUZZ / "model_huge_header.h5"], "cannot open as HDF5"),
+    (["report", FUZZ / "results_huge_header.h5"], "not a results file"),
+])
+def test_fuzz_findings_are_input_errors(args, why):
+    """Corrupt files found by the fuzzer: a declared extent of 2^56 values (once an attempted
+    allocation, exit 1 'out of memory'), object headers HDF5 cannot allocate: exit 2, named."""
+    r = run_lpe(*args, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert why in r.stderr, r.stderr

@@ -102,15 +102,16 @@ for t in "${TARGETS[@]}"; do
   echo "== fuzz_$t: $per s"
   # Fork mode: the harness leaks what an input's rejection leaves allocated (lpe frees nothing
   # on its error exits, and the exit is a longjmp here), so each short job starts afresh and a
-  # job that grows past the RSS limit is restarted (-ignore_ooms) rather than stopping the run.
+  # job that grows past the RSS limit is restarted (-ignore_ooms) rather than stopping the run;
+  # crashes and timeouts are kept as findings and the run goes on.
   # A genuine runaway allocation is still caught: each oom-* input is rerun alone below.
-  LPE_FUZZ_DIR="$PWD/$W" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 OMP_NUM_THREADS=1 \
-    "$PWD/$B/fuzz_$t" "$PWD/$B/corpus/$t" -fork=1 -ignore_ooms=1 -max_total_time="$per" -timeout=10 \
+  LPE_FUZZ_DIR="$PWD/$W" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 OMP_NUM_THREADS=1 \
+    "$PWD/$B/fuzz_$t" "$PWD/$B/corpus/$t" -fork=1 -ignore_ooms=1 -ignore_crashes=1 -ignore_timeouts=1 -max_total_time="$per" -timeout=10 \
     -rss_limit_mb=2048 -max_len=65536 -artifact_prefix="$PWD/$B/findings/$t/" \
     > "$B/fuzz_$t.log" 2>&1 || status=1
   for f in "$B"/findings/$t/oom-*; do
     [ -e "$f" ] || continue
-    if LPE_FUZZ_DIR="$PWD/$W" ASAN_OPTIONS=detect_leaks=0 "$PWD/$B/fuzz_$t" -rss_limit_mb=2048 \
+    if LPE_FUZZ_DIR="$PWD/$W" ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 "$PWD/$B/fuzz_$t" -rss_limit_mb=2048 \
          "$PWD/$f" >/dev/null 2>&1; then
       mv "$f" "$B/findings/$t/leak-of-the-harness-$(basename "$f")"  # not an OOM on its own
     fi
