@@ -142,7 +142,7 @@ def model_content_sha256(path):
     model.c's comment, not from the C code: sha256 over the tag "lpe-model-content-v1\\0", the
     config as little-endian int64 (n_layers, d_model, n_heads, d_head, d_mlp, d_vocab, n_ctx,
     attn_only, has_b_U), ln_eps's float64 bits, the activation name + NUL, then every tensor in
-    SPEC-8 order: name + NUL, rank and dims (int64 LE), float32 values (LE)."""
+    the order of methods.md §8: name + NUL, rank and dims (int64 LE), float32 values (LE)."""
     import hashlib
     import struct
 
