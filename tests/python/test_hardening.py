@@ -399,7 +399,9 @@ def test_valgrind_runs_lpe_as_built(exp):
     d = exp.parent
     ini = write_ini(d / "vg.ini", INI.format(budget="2^6", temps="1.0"))
     env = dict(ENV, LPE_NO_REEXEC="1")
-    r = subprocess.run(["valgrind", "-q", "--error-exitcode=9", str(LPE), "--quiet", "run",
+    supp = Path(__file__).resolve().parent / "data" / "valgrind-dlopen.supp"
+    r = subprocess.run(["valgrind", "-q", "--error-exitcode=9", f"--suppressions={supp}",
+                        str(LPE), "--quiet", "run",
                         str(ini), "--output", str(d / "vg.h5")], capture_output=True, text=True,
                        env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
