@@ -86,6 +86,7 @@ typedef struct {
     int *own;          /* [n] target of each row (local index) */
     int *anc;          /* [n] start particle each row descends from */
     int *cp;           /* [n] copy number (rows of this iteration's copies) */
+    int *tmp;          /* [n] scratch for gathering own and anc */
     int32_t *src;      /* [n] the next layout: row r takes row src[r] */
     uint8_t *killed;   /* [n] */
     int *surv;         /* [N] one target's survivors, in row order */
@@ -100,20 +101,9 @@ static int cmp_float(const void *a, const void *b) {
 /* Group rows g N .. g N + N - 1 start as target g's particles, sampled from D and evaluated. */
 static void group_start(ams_sys *s, const lpe_est_ctx *ctx, int t0, int G) {
     lpe_walkers *w = &s->w;
-    const int k = ctx->dist->k;
-    for (int g = 0; g < G; g++) {
-        const int32_t t = ctx->targets[t0 + g];
-        const uint32_t stream = lpe_stream(LPE_STREAM_AMS, (uint32_t)t);
-        lpe_dist_sample(w->tok + (size_t)g * s->N * k, ctx->dist, s->seed, stream, 1ull << 62, s->N);
-        s->tg[g] = (ams_target){.level = -INFINITY, .calls = s->N};
-        for (int i = 0; i < s->N; i++) {
-            const int r = g * s->N + i;
-            w->target[r] = t, w->stream[r] = stream, w->tilt[r] = s->tilt;
-            w->beta[r] = 0, w->level[r] = -INFINITY;
-            s->own[r] = g, s->anc[r] = i;
-        }
-    }
-    w->n = G * s->N;
+    lpe_walkers_start(w, ctx, t0, G, s->N, LPE_STREAM_AMS);
+    for (int g = 0; g < G; g++) s->tg[g] = (ams_target){.level = -INFINITY, .calls = s->N};
+    for (int r = 0; r < w->n; r++) w->tilt[r] = s->tilt, s->own[r] = r / s->N, s->anc[r] = r % s->N;
     lpe_walkers_eval(w);
 }
 
@@ -179,13 +169,12 @@ static int iterate(ams_sys *s) {
     for (int q = 0; q < n; q++)
         if (!s->killed[q]) s->src[r++] = q;
     LPE_ASSERT(r == n);
-    /* own and anc follow the rows (through cp's room for the copy numbers' sake: keep cp) */
-    int *tmp = lpe_calloc((size_t)n, sizeof *tmp);
+    /* own and anc follow the rows */
+    int *tmp = s->tmp;
     for (int q = 0; q < n; q++) tmp[q] = s->own[s->src[q]];
     memcpy(s->own, tmp, (size_t)n * sizeof *tmp);
     for (int q = 0; q < n; q++) tmp[q] = s->anc[s->src[q]];
     memcpy(s->anc, tmp, (size_t)n * sizeof *tmp);
-    free(tmp);
     lpe_walkers_gather(w, s->src, n);
     for (int q = 0; q < n; q++) {
         const ams_target *a = &s->tg[s->own[q]];
@@ -238,18 +227,13 @@ static void ams_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     s.moves = opt->moves;
     s.tilt = 1.0 / opt->temperature;
     s.budget = ctx->budget, s.seed = ctx->seed;
-    if (s.N > ctx->be->max_batch)
-        lpe_est_fail(ctx, "particles", "%d particles do not fit the backend's batch of %d rows",
-                     s.N, ctx->be->max_batch);
-    if (ctx->budget < s.N)
-        lpe_est_fail(ctx, "particles", "the budget (%lld calls) is below the %d start particles",
-                     ctx->budget, s.N);
-    const int Gmax = ctx->be->max_batch / s.N;
+    const int Gmax = lpe_walkers_groups(ctx, s.N);
     lpe_walkers_init(&s.w, ctx->be, Gmax * s.N);
     s.tg = lpe_calloc((size_t)Gmax, sizeof *s.tg);
     const size_t n = (size_t)Gmax * s.N;
     s.own = lpe_calloc(n, sizeof *s.own), s.anc = lpe_calloc(n, sizeof *s.anc);
     s.cp = lpe_calloc(n, sizeof *s.cp), s.src = lpe_calloc(n, sizeof *s.src);
+    s.tmp = lpe_calloc(n, sizeof *s.tmp);
     s.killed = lpe_calloc(n, 1);
     s.surv = lpe_calloc((size_t)s.N, sizeof *s.surv), s.mg = lpe_calloc((size_t)s.N, sizeof *s.mg);
     lpe_progress prog;
@@ -264,7 +248,7 @@ static void ams_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     }
     lpe_progress_end(&prog);
     lpe_walkers_free(&s.w);
-    free(s.tg), free(s.own), free(s.anc), free(s.cp), free(s.src), free(s.killed), free(s.surv),
+    free(s.tg), free(s.own), free(s.anc), free(s.cp), free(s.src), free(s.tmp), free(s.killed), free(s.surv),
         free(s.mg);
 }
 

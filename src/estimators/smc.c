@@ -108,22 +108,9 @@ static double next_beta(const float *s, int N, double beta, double beta_max, dou
 }
 
 static void group_start(smc_sys *s, const lpe_est_ctx *ctx, int t0) {
-    lpe_walkers *w = &s->w;
-    const int k = ctx->dist->k;
-    for (int g = 0; g < s->G; g++) {
-        const int32_t t = ctx->targets[t0 + g];
-        const uint32_t stream = lpe_stream(LPE_STREAM_SMC, (uint32_t)t);
-        lpe_dist_sample(w->tok + (size_t)g * s->N * k, ctx->dist, s->seed, stream, 1ull << 62, s->N);
-        s->tg[g] = (smc_target){.calls = s->N, .min_ess = 1};
-        s->blk[g] = g;
-        for (int i = 0; i < s->N; i++) {
-            const int r = g * s->N + i;
-            w->target[r] = t, w->stream[r] = stream, w->level[r] = -INFINITY;
-            w->beta[r] = w->tilt[r] = 0;
-        }
-    }
-    w->n = s->G * s->N;
-    lpe_walkers_eval(w);
+    lpe_walkers_start(&s->w, ctx, t0, s->G, s->N, LPE_STREAM_SMC);
+    for (int g = 0; g < s->G; g++) s->tg[g] = (smc_target){.calls = s->N, .min_ess = 1}, s->blk[g] = g;
+    lpe_walkers_eval(&s->w);
 }
 
 /* Target g at the final law: add sum_i W_i h_i e^{log Z - beta s_i} (W: lw normalised by sum,
@@ -239,13 +226,7 @@ static void smc_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     s.ess = opt->ess;
     s.moves = opt->moves;
     s.budget = ctx->budget, s.seed = ctx->seed;
-    if (s.N > ctx->be->max_batch)
-        lpe_est_fail(ctx, "particles", "%d particles do not fit the backend's batch of %d rows",
-                     s.N, ctx->be->max_batch);
-    if (ctx->budget < s.N)
-        lpe_est_fail(ctx, "particles", "the budget (%lld calls) is below the %d start particles",
-                     ctx->budget, s.N);
-    const int Gmax = ctx->be->max_batch / s.N;
+    const int Gmax = lpe_walkers_groups(ctx, s.N);
     lpe_walkers_init(&s.w, ctx->be, Gmax * s.N);
     s.tg = lpe_calloc((size_t)Gmax, sizeof *s.tg);
     s.blk = lpe_calloc((size_t)Gmax, sizeof *s.blk);

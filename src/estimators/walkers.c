@@ -14,7 +14,7 @@ void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n) {
     const lpe_dist *d = be->dist;
     LPE_ASSERT(d && be->with_grad && be->with_state && n >= 1 && n <= be->max_batch);
     memset(w, 0, sizeof *w);
-    w->be = be, w->n = n, w->k = d->k;
+    w->be = be, w->n = w->cap = n, w->k = d->k;
     const size_t N = (size_t)n, k = (size_t)d->k;
     w->movable = lpe_calloc(k, sizeof *w->movable);
     w->MS = 1;
@@ -149,11 +149,8 @@ void lpe_walkers_gather(lpe_walkers *w, const int32_t *src, int rows) {
     if (rows == 0) return;
     for (int q = 0; q < rows; q++) LPE_ASSERT(src[q] >= 0 && src[q] < w->n);
     w->be->gather_state(w->be, src, rows);
-    void *tmp = w->prop; /* [n, k] int32: room for any one per-row array but tok */
-    const size_t tk = sizeof(int32_t) * w->k;
-    int32_t *ttok = lpe_calloc((size_t)rows, tk);
-    gather_rows(w->tok, ttok, src, rows, tk);
-    free(ttok);
+    void *tmp = w->prop; /* [n, k] int32: the proposals' room fits any one per-row array */
+    gather_rows(w->tok, tmp, src, rows, sizeof(int32_t) * w->k);
     gather_rows(w->target, tmp, src, rows, sizeof *w->target);
     gather_rows(w->score, tmp, src, rows, sizeof *w->score);
     gather_rows(w->margin, tmp, src, rows, sizeof *w->margin);
@@ -164,4 +161,30 @@ void lpe_walkers_gather(lpe_walkers *w, const int32_t *src, int rows) {
     gather_rows(w->tilt, w->cdf, src, rows, sizeof *w->tilt);
     gather_rows(w->level, w->cdf, src, rows, sizeof *w->level);
     gather_rows(w->index, w->cdf, src, rows, sizeof *w->index);
+}
+
+int lpe_walkers_groups(const lpe_est_ctx *ctx, int N) {
+    if (N > ctx->be->max_batch)
+        lpe_est_fail(ctx, "particles", "%d particles do not fit the backend's batch of %d rows", N,
+                     ctx->be->max_batch);
+    if (ctx->budget < N)
+        lpe_est_fail(ctx, "particles", "the budget (%lld calls) is below the %d start particles",
+                     ctx->budget, N);
+    return ctx->be->max_batch / N;
+}
+
+void lpe_walkers_start(lpe_walkers *w, const lpe_est_ctx *ctx, int t0, int G, int N,
+                       uint32_t purpose) {
+    const int k = ctx->dist->k;
+    LPE_ASSERT(G >= 0 && G * N <= w->cap);
+    for (int g = 0; g < G; g++) {
+        const int32_t t = ctx->targets[t0 + g];
+        const uint32_t stream = lpe_stream(purpose, (uint32_t)t);
+        lpe_dist_sample(w->tok + (size_t)g * N * k, ctx->dist, ctx->seed, stream, 1ull << 62, N);
+        for (int r = g * N; r < (g + 1) * N; r++) {
+            w->target[r] = t, w->stream[r] = stream;
+            w->beta[r] = w->tilt[r] = 0, w->level[r] = -INFINITY;
+        }
+    }
+    w->n = G * N;
 }

@@ -31,10 +31,12 @@
 #include <stdint.h>
 
 #include "lpe/backend.h"
+#include "lpe/estimator.h"
 
 typedef struct {
     lpe_backend *be; /* with LPE_BE_GRAD | LPE_BE_STATE and a distribution (use_dist) */
-    int n, k;
+    int n, k;        /* n: rows in use (<= cap) */
+    int cap;         /* rows allocated (lpe_walkers_init's n) */
     /* per row, set by the caller */
     int32_t *target;   /* [n] target token */
     double *beta;      /* [n] inverse temperature of the target law */
@@ -64,6 +66,14 @@ void lpe_walkers_free(lpe_walkers *w);
 void lpe_walkers_eval(lpe_walkers *w);
 /* One step of rows 0 .. rows-1 (rows model calls); returns the number of accepted moves. */
 int lpe_walkers_step(lpe_walkers *w, int rows, uint64_t seed, long long step);
+/* The particle methods' layout (ams, smc): G <= Gmax targets of N rows each. Checks N against
+ * the backend's batch and the budget (errors name the INI line of `particles`); returns Gmax. */
+int lpe_walkers_groups(const lpe_est_ctx *ctx, int N);
+/* Rows g N .. g N + N - 1 (g < G): target t0 + g's start particles, inputs 2^62 + i of stream
+ * lpe_stream(purpose, target) drawn from D; target and stream set, beta and tilt 0, level -inf,
+ * w->n = G N. Not evaluated (lpe_walkers_eval). */
+void lpe_walkers_start(lpe_walkers *w, const lpe_est_ctx *ctx, int t0, int G, int N,
+                       uint32_t purpose);
 /* Row q < rows becomes a copy of row src[q] (state in the backend, mirror and per-row settings;
  * resampling): no model call. */
 void lpe_walkers_gather(lpe_walkers *w, const int32_t *src, int rows);
