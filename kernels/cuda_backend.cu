@@ -11,31 +11,16 @@
 
 #include "cuda_internal.cuh"
 #include "lpe/common.h"
+#include "lpe/size_table.h"
 
 /* ---- size tables ------------------------------------------------------------------------- */
 
-typedef struct {
-    void **ptr;
-    size_t bytes;
-} slot;
-
 #define ALIGN 256 /* cudaMalloc's own alignment: every carved buffer keeps it */
-static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
-
-/* Total bytes of a table; with base, also points every slot into it (empty slots -> NULL). */
-static size_t carve(slot *t, int n, char *base) {
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (base) *t[i].ptr = t[i].bytes ? base + off : NULL;
-        off += round_up(t[i].bytes);
-    }
-    return off;
-}
-
-#define ADD(p, count) (t[n++] = (slot){(void **)&(p), (size_t)(count) * sizeof *(p)})
+#define ADD(p, count) LPE_SLOT(t, n, p, count)
+static size_t carve(lpe_slot *t, int n, char *base) { return lpe_carve(t, n, base, ALIGN); }
 
 /* The batch lifetime class (the CPU's table plus the epilogue outputs and d_att). */
-static int batch_table(slot *t, cuda_impl *c) {
+static int batch_table(lpe_slot *t, cuda_impl *c) {
     int n = 0;
     size_t Nm = (size_t)c->Bm * c->k, Bm = c->Bm, k = c->k, D = c->D, F = c->F, H = c->H;
     int Lf = c->L - 1, keep = c->keep, attn_only = c->attn_only;
@@ -91,7 +76,7 @@ static int batch_table(slot *t, cuda_impl *c) {
     return n;
 }
 
-static int state_table(slot *t, cuda_impl *c, int with_state) {
+static int state_table(lpe_slot *t, cuda_impl *c, int with_state) {
     int n = 0;
     size_t s = with_state ? 1 : 0, g = with_state && c->keep ? 1 : 0;
     ADD(c->state_tok, s * c->Bm * c->k);
@@ -120,7 +105,7 @@ static void set_dims(cuda_impl *c, const lpe_model_config *cfg, int Bm, int k, i
 
 /* 1 when a buffer of the table has 2^31 or more 4-byte elements: cuBLAS takes int sizes and
  * leading dimensions, and the kernels index rows with int, so such a batch is refused. */
-static int too_large(const slot *t, int n) {
+static int too_large(const lpe_slot *t, int n) {
     for (int i = 0; i < n; i++)
         if (t[i].bytes / 4 >= (size_t)INT32_MAX) return 1;
     return 0;
@@ -131,14 +116,14 @@ static int too_large(const slot *t, int n) {
 size_t cuda_batch_bytes(const lpe_model_config *cfg, int Bm, int k, int flags) {
     cuda_impl c;
     memset(&c, 0, sizeof c);
-    slot t[64], u[8];
+    lpe_slot t[64], u[8];
     set_dims(&c, cfg, Bm, k, flags);
     int nt = batch_table(t, &c), nu = state_table(u, &c, (flags & LPE_BE_STATE) != 0);
     if (too_large(t, nt) || too_large(u, nu)) return (size_t)1 << 62;
     return carve(t, nt, NULL) + carve(u, nu, NULL);
 }
 
-static void *alloc_table(slot *t, int n) {
+static void *alloc_table(lpe_slot *t, int n) {
     size_t bytes = carve(t, n, NULL);
     char *base = NULL;
     if (bytes) {
@@ -181,7 +166,7 @@ static lpe_backend *cuda_create(lpe_weights *w, int max_batch, int k, int flags)
     c->w = (const cuda_weights *)w->impl;
     c->blas = c->w->blas;
     set_dims(c, cfg, max_batch, k, flags);
-    slot t[64];
+    lpe_slot t[64];
     c->bmem = alloc_table(t, batch_table(t, c));
     c->smem = alloc_table(t, state_table(t, c, (flags & LPE_BE_STATE) != 0));
     c->h_rows = (int32_t *)lpe_calloc((size_t)max_batch, sizeof(int32_t));

@@ -22,14 +22,7 @@ static void check_rows(const cuda_impl *c, int B, const char *op) {
 }
 
 static void check_tokens(const cuda_impl *c, const int32_t *tokens, int B, const char *what) {
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < c->k; i++) {
-            int32_t v = tokens[(size_t)b * c->k + i];
-            if (v < 0 || v >= c->V)
-                lpe_fail_input("%s: token id %d at row %d, position %d is outside the vocabulary "
-                               "[0, %d)",
-                               what, (int)v, b, i, c->V);
-        }
+    lpe_backend_check_tokens(tokens, B, c->k, c->V, what);
 }
 
 static void h2d(void *dst, const void *src, size_t bytes) {

@@ -96,3 +96,14 @@ int lpe_backend_batch_for_budget(const char *name, const lpe_model_config *cfg, 
     }
     return lo;
 }
+
+void lpe_backend_check_tokens(const int32_t *tokens, int B, int k, int V, const char *what) {
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < k; i++) {
+            int32_t v = tokens[(size_t)b * k + i];
+            if (v < 0 || v >= V)
+                lpe_fail_input("%s: token id %d at row %d, position %d is outside the vocabulary "
+                               "[0, %d)",
+                               what, (int)v, b, i, V);
+        }
+}

@@ -148,6 +148,9 @@ lpe_backend *lpe_backend_create_on(lpe_weights *w, int max_batch, int k, int fla
 lpe_backend *lpe_backend_create(const char *name, const lpe_model *m, int max_batch, int k,
                                 int flags);
 void lpe_backend_destroy(lpe_backend *be);
+/* For backends: exit 2 naming row and position when a token id of tokens [B, k] is outside
+ * [0, V) (`what` names the tokens in the message). */
+void lpe_backend_check_tokens(const int32_t *tokens, int B, int k, int V, const char *what);
 /* Rows that fit a memory budget in bytes (0 = the backend's default budget). */
 int lpe_backend_batch_for_budget(const char *name, const lpe_model_config *cfg, int k, int flags,
                                  double bytes);

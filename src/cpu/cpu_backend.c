@@ -14,31 +14,16 @@
 
 #include "cpu_internal.h"
 #include "lpe/common.h"
+#include "lpe/size_table.h"
 
 /* ---- size tables ------------------------------------------------------------------------- */
 
-typedef struct {
-    void **ptr;
-    size_t bytes;
-} slot;
-
 #define ALIGN 64
-static size_t round_up(size_t n) { return (n + ALIGN - 1) / ALIGN * ALIGN; }
-
-/* Total bytes of a table; with base, also points every slot into it (empty slots -> NULL). */
-static size_t carve(slot *t, int n, char *base) {
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (base) *t[i].ptr = t[i].bytes ? base + off : NULL;
-        off += round_up(t[i].bytes);
-    }
-    return off;
-}
-
-#define ADD(p, count) (t[n++] = (slot){(void **)&(p), (size_t)(count) * sizeof *(p)})
+#define ADD(p, count) LPE_SLOT(t, n, p, count)
+static size_t carve(lpe_slot *t, int n, char *base) { return lpe_carve(t, n, base, ALIGN); }
 
 /* The batch lifetime class. c->{L..Bm} and keep must be set. */
-static int batch_table(slot *t, cpu_impl *c, int attn_only) {
+static int batch_table(lpe_slot *t, cpu_impl *c, int attn_only) {
     int n = 0;
     size_t Nm = (size_t)c->Bm * c->k, Bm = c->Bm, k = c->k, D = c->D, F = c->F;
     int Lf = c->L - 1, keep = c->keep;
@@ -85,7 +70,7 @@ static int batch_table(slot *t, cpu_impl *c, int attn_only) {
     return n;
 }
 
-static int state_table(slot *t, cpu_impl *c, int with_state) {
+static int state_table(lpe_slot *t, cpu_impl *c, int with_state) {
     int n = 0;
     size_t s = with_state ? 1 : 0, g = with_state && c->keep ? 1 : 0;
     ADD(c->state_tok, s * c->Bm * c->k);
@@ -93,7 +78,7 @@ static int state_table(slot *t, cpu_impl *c, int with_state) {
     return n;
 }
 
-static int weight_table(slot *t, cpu_weights *w, const lpe_model_config *cfg) {
+static int weight_table(lpe_slot *t, cpu_weights *w, const lpe_model_config *cfg) {
     int n = 0;
     size_t Q3 = 3 * (size_t)cfg->n_heads * cfg->d_head;
     ADD(w->Wqkv, (size_t)cfg->n_layers * cfg->d_model * Q3);
@@ -117,13 +102,13 @@ static void set_dims(cpu_impl *c, const lpe_model_config *cfg, int Bm, int k, in
 
 size_t cpu_batch_bytes(const lpe_model_config *cfg, int Bm, int k, int flags) {
     cpu_impl c = {0};
-    slot t[64];
+    lpe_slot t[64];
     set_dims(&c, cfg, Bm, k, flags);
     return carve(t, batch_table(t, &c, cfg->attn_only), NULL) +
            carve(t, state_table(t, &c, (flags & LPE_BE_STATE) != 0), NULL);
 }
 
-static void *alloc_table(slot *t, int n) {
+static void *alloc_table(lpe_slot *t, int n) {
     size_t bytes = carve(t, n, NULL);
     char *base = bytes ? lpe_alloc_aligned(bytes) : NULL;
     carve(t, n, base);
@@ -140,14 +125,7 @@ static void check_rows(const cpu_impl *c, int B, const char *op) {
 }
 
 static void check_tokens(const cpu_impl *c, const int32_t *tokens, int B, const char *what) {
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < c->k; i++) {
-            int32_t v = tokens[(size_t)b * c->k + i];
-            if (v < 0 || v >= c->V)
-                lpe_fail_input("%s: token id %d at row %d, position %d is outside the vocabulary "
-                               "[0, %d)",
-                               what, (int)v, b, i, c->V);
-        }
+    lpe_backend_check_tokens(tokens, B, c->k, c->V, what);
 }
 
 static void op_load_tokens(lpe_backend *be, const int32_t *tokens, int B) {
@@ -332,7 +310,7 @@ static void repack_qkv(cpu_weights *cw, const lpe_model *m) {
 
 static lpe_weights *cpu_upload(const lpe_model *m) {
     cpu_weights *cw = lpe_calloc(1, sizeof *cw);
-    slot t[4];
+    lpe_slot t[4];
     cw->mem = alloc_table(t, weight_table(t, cw, &m->cfg));
     repack_qkv(cw, m);
     lpe_weights *w = lpe_calloc(1, sizeof *w);
@@ -370,7 +348,7 @@ static lpe_backend *cpu_create(lpe_weights *w, int max_batch, int k, int flags) 
     const cpu_weights *cw = w->impl;
     c->Wqkv = cw->Wqkv;
     c->bqkv = cw->bqkv;
-    slot t[64];
+    lpe_slot t[64];
     c->bmem = alloc_table(t, batch_table(t, c, cfg->attn_only));
     c->smem = alloc_table(t, state_table(t, c, (flags & LPE_BE_STATE) != 0));
 
