@@ -29,7 +29,7 @@
 #include "lpe/common.h"
 #include "lpe/estimator.h"
 #include "lpe/philox.h"
-#include "tilted.h"
+#include "lpe/tilted.h"
 
 static const lpe_param_spec itgis_params[] = {
     {"batch", LPE_P_INT, "256", 1, 1 << 20, 0, "samples per target per round (score update)"},

@@ -8,7 +8,7 @@
 
 #include "lpe/common.h"
 #include "lpe/philox.h"
-#include "tilted.h"
+#include "lpe/tilted.h"
 
 void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n) {
     const lpe_dist *d = be->dist;
