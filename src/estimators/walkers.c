@@ -27,6 +27,7 @@ void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n) {
     const size_t MS = (size_t)w->MS;
     w->target = lpe_calloc(N, sizeof *w->target);
     w->beta = lpe_calloc(N, sizeof *w->beta);
+    w->energy = lpe_calloc(N, sizeof *w->energy);
     w->tilt = lpe_calloc(N, sizeof *w->tilt);
     w->level = lpe_calloc(N, sizeof *w->level);
     w->stream = lpe_calloc(N, sizeof *w->stream);
@@ -50,7 +51,7 @@ void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n) {
 }
 
 void lpe_walkers_free(lpe_walkers *w) {
-    void *p[] = {w->movable, w->target, w->beta, w->tilt, w->level, w->stream, w->index, w->tok,
+    void *p[] = {w->movable, w->target, w->beta, w->energy, w->tilt, w->level, w->stream, w->index, w->tok,
                  w->score, w->margin, w->hit, w->accept, w->prop, w->pos, w->yloc, w->xloc,
                  w->argmax, w->sc, w->tl, w->mg, w->lphi_fwd, w->cdf};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
@@ -107,8 +108,9 @@ static int accept(lpe_walkers *w, int n, uint64_t seed, long long st) {
             lpe_tilted_cdf(w->cdf + (size_t)q * MS, lp, w->sc + (size_t)q * MS, NULL, tilt, nj);
         const int x = w->xloc[q], y = w->yloc[q];
         const double lphi_rev = lpe_tilted_logq(lp[x], w->sc[(size_t)q * MS + x], tilt, logZr);
-        const double log_ratio = ((double)w->tl[q] - w->score[q]) * w->beta[q] + lp[y] - lp[x] +
-                                 lphi_rev - w->lphi_fwd[q];
+        const double de = lpe_walkers_energy(w->energy[q], w->tl[q], w->mg[q]) -
+                          lpe_walkers_energy(w->energy[q], w->score[q], w->margin[q]);
+        const double log_ratio = de * w->beta[q] + lp[y] - lp[x] + lphi_rev - w->lphi_fwd[q];
         uint32_t r[4];
         lpe_rng4(r, seed, w->stream[q], w->index[q], (uint32_t)(2 * st + 1));
         const double u = lpe_u01_53(r[0], r[1]);
@@ -155,6 +157,7 @@ void lpe_walkers_gather(lpe_walkers *w, const int32_t *src, int rows) {
     gather_rows(w->score, tmp, src, rows, sizeof *w->score);
     gather_rows(w->margin, tmp, src, rows, sizeof *w->margin);
     gather_rows(w->hit, tmp, src, rows, sizeof *w->hit);
+    gather_rows(w->energy, tmp, src, rows, sizeof *w->energy);
     gather_rows(w->stream, tmp, src, rows, sizeof *w->stream);
     /* 8-byte values go through cdf (n x MS doubles) */
     gather_rows(w->beta, w->cdf, src, rows, sizeof *w->beta);
@@ -184,6 +187,7 @@ void lpe_walkers_start(lpe_walkers *w, const lpe_est_ctx *ctx, int t0, int G, in
         for (int r = g * N; r < (g + 1) * N; r++) {
             w->target[r] = t, w->stream[r] = stream;
             w->beta[r] = w->tilt[r] = 0, w->level[r] = -INFINITY;
+            w->energy[r] = LPE_ENERGY_SCORE;
         }
     }
     w->n = G * N;

@@ -4,15 +4,17 @@
  * Dimension legend: n = walker rows (<= the backend's max_batch), k = positions, NS = support
  *   size of the chosen position, MS = largest support.
  *
- * Row q targets pi_q(x) ∝ p(x) exp(beta_q s_q(x)) 1[m_q(x) > level_q], s_q the logit of the
- * row's target t_q and m_q(x) = s_q(x) - max_{v != t_q} l_v(x) its margin (level_q = -inf: no
- * restriction; beta_q = 0: D itself, restricted). One step, every row:
+ * Row q targets pi_q(x) ∝ p(x) exp(beta_q e_q(x)) 1[m_q(x) > level_q], s_q the logit of the
+ * row's target t_q, m_q(x) = s_q(x) - max_{v != t_q} l_v(x) its margin (level_q = -inf: no
+ * restriction; beta_q = 0: D itself, restricted), and the energy e_q = s_q (LPE_ENERGY_SCORE, MHIS
+ * and smc) or e_q = min(m_q, 0) (LPE_ENERGY_MARGIN: as beta grows, pi_q tends to D restricted to
+ * the event M(x) = t_q; annealing on it is splitting with soft levels). One step, every row:
  *   j ~ uniform over the positions whose support has more than one token;
  *   y ~ phi(y | x) ∝ p_j(y) exp(tilt g_j^x(y))        (gradient scores at the current state;
  *                                                       MHIS: tilt = beta);
  *   x' = x with x_j = y; evaluate s(x'), m(x') and g^{x'};
  *   accept when m(x') > level and
- *       log u < beta (s(x') - s(x)) + log p_j(y) - log p_j(x_j) + log phi(x_j | x') - log phi(y | x).
+ *       log u < beta (e(x') - e(x)) + log p_j(y) - log p_j(x_j) + log phi(x_j | x') - log phi(y | x).
  * The proposal's reverse probability uses the scores at x', so the ratio is exact and pi_q is
  * invariant (detailed balance); a rejected move below the level keeps x, which is the
  * Metropolis rule for the restricted law.
@@ -33,6 +35,13 @@
 #include "lpe/backend.h"
 #include "lpe/estimator.h"
 
+enum { LPE_ENERGY_SCORE = 0, LPE_ENERGY_MARGIN = 1 }; /* what a row's beta tilts */
+
+/* e(x) of a row from its score s(x) and margin m(x) */
+static inline double lpe_walkers_energy(int kind, double score, double margin) {
+    return kind == LPE_ENERGY_MARGIN ? (margin < 0 ? margin : 0.0) : score;
+}
+
 typedef struct {
     lpe_backend *be; /* with LPE_BE_GRAD | LPE_BE_STATE and a distribution (use_dist) */
     int n, k;        /* n: rows in use (<= cap) */
@@ -40,6 +49,7 @@ typedef struct {
     /* per row, set by the caller */
     int32_t *target;   /* [n] target token */
     double *beta;      /* [n] inverse temperature of the target law */
+    uint8_t *energy;   /* [n] LPE_ENERGY_SCORE or LPE_ENERGY_MARGIN: what beta tilts */
     double *tilt;      /* [n] inverse temperature of the proposal (MHIS: beta) */
     double *level;     /* [n] a move to margin <= level is rejected (-inf: none) */
     uint32_t *stream;  /* [n] Philox stream */
@@ -58,7 +68,7 @@ typedef struct {
     double *lphi_fwd, *cdf;
 } lpe_walkers;
 
-/* n rows on be (be->dist is D); rows start with beta 0, tilt 0, level -inf, stream 0, index q. */
+/* n rows on be (be->dist is D); rows start with beta 0, energy SCORE, tilt 0, level -inf, stream 0, index q. */
 void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n);
 void lpe_walkers_free(lpe_walkers *w);
 /* The rows' tokens w->tok become the walker state: one forward and backward of all n rows

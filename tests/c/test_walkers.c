@@ -6,6 +6,7 @@
  *     exact pi small, and far smaller than from p (so the check can fail);
  *   - restricted law pi ∝ p 1[m > level] (splitting's move, beta = 0) and the tilted restricted
  *     law: the same, and no recorded state below the level;
+ *   - the margin energy pi ∝ p e^{beta min(m, 0)} (annealing towards the event): the same;
  *   - a row's chain is a function of its own key: the same rows in another order give the same
  *     states.
  * Seeds are fixed; bounds: 64 walkers x 1500 correlated steps over 216 states, where iid draws
@@ -109,12 +110,13 @@ static void test_margin(space *sp) {
 
 /* Run NW walkers (burn, then rec recorded steps) on target law (beta, level); the TV distance of
  * the recorded states from the exact law, and of p restricted... from the exact law too. */
-static double run_tv(space *sp, double beta, double tilt, double level, int burn, int rec, double *tv_ref,
-                     int *below) {
+static double run_tv(space *sp, int energy, double beta, double tilt, double level, int burn, int rec,
+                     double *tv_ref, int *below) {
     double *pi = calloc((size_t)sp->N, sizeof *pi), *emp = calloc((size_t)sp->N, sizeof *emp);
     double z = 0, zp = 0;
     for (int i = 0; i < sp->N; i++) {
-        pi[i] = sp->mg[i] > level ? sp->p[i] * exp(beta * sp->s[i]) : 0;
+        pi[i] = sp->mg[i] > level
+                    ? sp->p[i] * exp(beta * lpe_walkers_energy(energy, sp->s[i], sp->mg[i])) : 0;
         z += pi[i], zp += sp->p[i];
     }
     lpe_walkers w;
@@ -125,6 +127,7 @@ static double run_tv(space *sp, double beta, double tilt, double level, int burn
         if (pi[i] > 0) adm[na++] = i;
     for (int q = 0; q < NW; q++) {
         w.target[q] = sp->target, w.beta[q] = beta, w.tilt[q] = tilt, w.level[q] = level;
+        w.energy[q] = (uint8_t)energy;
         w.stream[q] = lpe_stream(LPE_STREAM_TEST, 77);
         memcpy(w.tok + (size_t)q * sp->k, sp->tok + (size_t)adm[q % na] * sp->k, sizeof(int32_t) * sp->k);
     }
@@ -159,16 +162,19 @@ static void test_laws(space *sp) {
         }
     double level = sorted[(int)(0.8 * sp->N)];
     free(sorted);
-    const struct { double beta, tilt, level; const char *name; } cases[] = {
-        {1.0, 1.0, -INFINITY, "tilted (beta 1)"},
-        {0.0, 0.0, level, "restricted (beta 0, level at p's 80th percentile)"},
-        {0.5, 0.5, level, "tilted and restricted (beta 0.5)"},
-        {0.0, 1.0, level, "restricted, proposals tilted (beta 0, tilt 1)"},
+    const int S = LPE_ENERGY_SCORE, M = LPE_ENERGY_MARGIN;
+    const struct { int energy; double beta, tilt, level; const char *name; } cases[] = {
+        {S, 1.0, 1.0, -INFINITY, "tilted (beta 1)"},
+        {S, 0.0, 0.0, level, "restricted (beta 0, level at p's 80th percentile)"},
+        {S, 0.5, 0.5, level, "tilted and restricted (beta 0.5)"},
+        {S, 0.0, 1.0, level, "restricted, proposals tilted (beta 0, tilt 1)"},
+        {M, 1.5, 0.5, -INFINITY, "margin energy p e^{1.5 min(m, 0)}, proposals tilted 0.5"},
     };
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 5; c++) {
         double ref;
         int below;
-        double tv = run_tv(sp, cases[c].beta, cases[c].tilt, cases[c].level, 64, 1500, &ref, &below);
+        double tv = run_tv(sp, cases[c].energy, cases[c].beta, cases[c].tilt, cases[c].level, 64,
+                           1500, &ref, &below);
         printf("walkers %s: TV(states, pi) = %.4f, TV(p, pi) = %.4f\n", cases[c].name, tv, ref);
         CHECK(tv < 0.04 && tv < 0.25 * ref, "%s: TV %.4f, TV(p, pi) %.4f", cases[c].name, tv, ref);
         CHECK(below == 0, "%s: %d recorded states at or below the level", cases[c].name, below);
