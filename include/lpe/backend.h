@@ -55,6 +55,10 @@ typedef struct {
 } lpe_fwd_out;
 
 enum { LPE_BUF_BATCH = 0, LPE_BUF_STATE = 1 }; /* which buffer: the batch or the walker state */
+/* ---- ITGIS operations (issue 10): types ---------------------------------------------------- */
+/* itgis_read's what (LPE_ITGIS_MOMENTS: lpe_itgis_moments of include/lpe/itgis_moments.h) */
+enum { LPE_ITGIS_MOMENTS = 0, LPE_ITGIS_S = 1, LPE_ITGIS_LOGW = 2 }; /* itgis_read's what */
+/* ---- end of ITGIS types (issue 10) --------------------------------------------------------- */
 enum { LPE_BE_GRAD = 1, LPE_BE_STATE = 2 };   /* workspace flags: gradients, walker state */
 
 typedef struct lpe_backend lpe_backend;
@@ -128,6 +132,44 @@ struct lpe_backend {
      * of the batch or walker state (which) to the host. */
     void (*get_logits)(lpe_backend *be, float *logits, int B);
     void (*get_grad)(lpe_backend *be, float *grad, int which, int B);
+
+    /* ---- ITGIS operations (issue 10) ----------------------------------------------------
+     * ITGIS's inner loop on the backend (methods.md §4; src/estimators/itgis.c), so that no
+     * per-sample data crosses the host: the score tables S and the round's gradient sums G
+     * ([TC, NSP] float64 each, NSP = sum_j n_{f(j)}, position-major as scores_sum's groups),
+     * the tilted laws q_j(y) = p_j(y) exp(S[j][y] / T_r) / Z_j of every (target, position)
+     * (cdf [TC, NSP] and log Z [TC, k], made once per round), the log-weights of the drawn
+     * rows and the per-target moments live in the backend, in one allocation of their own.
+     * A round r of tc targets has tc * Br rows, row a * Br + i being sample i of chunk-local
+     * target a; it goes through the batch buffer in calls of at most max_batch rows:
+     *   itgis_tables(TC) once; per chunk itgis_reset; per round itgis_round, then per call
+     *   itgis_draw -> forward(row targets, want_grad = 1) -> itgis_accumulate; itgis_update;
+     *   at the chunk's end itgis_read(LPE_ITGIS_MOMENTS).
+     * Sample i of round r of target t is draw number r * B + i of stream
+     * lpe_stream(LPE_STREAM_ITGIS, t), position j using sub = j (tilted.h picks the token), so
+     * results depend neither on the chunking of the rows nor on the backend. */
+    /* the ITGIS allocation for up to TC targets of the distribution in use (use_dist first);
+     * TC = 0 frees it (destroy frees it too) */
+    void (*itgis_tables)(lpe_backend *be, int TC);
+    /* a chunk of tc <= TC targets (token ids targets [tc]): S and the moments set to 0; seed and
+     * B (samples per target per full round) fix the draws' numbering */
+    void (*itgis_reset)(lpe_backend *be, const int32_t *targets, int tc, uint64_t seed, int B);
+    /* round r with Br <= B samples per target and 1 / T_r = inv_T: the tilted laws from S, and
+     * G set to 0 */
+    void (*itgis_round)(lpe_backend *be, long long r, int Br, double inv_T);
+    /* rows r0 .. r0 + nr of the round (nr <= max_batch) drawn into the batch buffer; their
+     * log-weights log w = sum_j (log Z_j - S[j][x_j] / T_r) kept in the backend */
+    void (*itgis_draw)(lpe_backend *be, long long r0, int nr);
+    /* after forward(targets of the drawn rows, want_grad = 1) of the drawn rows: per target,
+     * in row order, the Welford moments of c = w 1[argmax = target] (and sum w, sum w^2, hits),
+     * and G += the sum of the rows' gradient scores (scores_sum's products) */
+    void (*itgis_accumulate)(lpe_backend *be);
+    /* S <- beta S + G / Br for the chunk's targets (the end of a round) */
+    void (*itgis_update)(lpe_backend *be, double beta);
+    /* to the host: LPE_ITGIS_MOMENTS lpe_itgis_moments [tc]; LPE_ITGIS_S double [tc, NSP];
+     * LPE_ITGIS_LOGW double [nr] of the last draw (the last two for tests) */
+    void (*itgis_read)(lpe_backend *be, void *out, int what);
+    /* ---- end of ITGIS operations (issue 10) ---------------------------------------------- */
 };
 
 /* The table: entries in order of preference for "auto" (the first available one wins). */

@@ -276,6 +276,7 @@ static void op_get_grad(lpe_backend *be, float *grad, int which, int B) {
 
 static void op_destroy(lpe_backend *be) {
     cpu_impl *c = impl(be);
+    cpu_itgis_free(c); /* ITGIS (issue 10) */
     lpe_free_aligned(c->bmem);
     lpe_free_aligned(c->smem);
     free(c);
@@ -375,6 +376,7 @@ static lpe_backend *cpu_create(lpe_weights *w, int max_batch, int k, int flags) 
     be->qld_pairs = cpu_qld_pairs;
     be->get_logits = op_get_logits;
     be->get_grad = op_get_grad;
+    cpu_itgis_install(be); /* ITGIS (issue 10) */
     return be;
 }
 

@@ -90,6 +90,10 @@ typedef struct {
     void *smem;
     int32_t *state_tok;  /* [Bm, k] */
     float *state_grad;   /* [Bm, k, D] (with LPE_BE_GRAD) */
+
+    /* ---- ITGIS (issue 10) ---- */
+    struct cpu_itgis *itgis; /* the ITGIS tables (cpu_itgis.c; lifetime: itgis_tables), or NULL */
+    /* ---- end ITGIS (issue 10) ---- */
 } cpu_impl;
 
 /* Bytes of the batch and state allocations for a config (batch_for_budget and create agree). */
@@ -102,6 +106,16 @@ void cpu_backward(cpu_impl *c, const int32_t *targets, int B);
 /* scores.c: the backend's scores_at and scores_sum (backend.h) */
 void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int which, int B);
 void cpu_scores_sum(lpe_backend *be, double *out, const int32_t *group_off, int n_groups);
+
+/* ---- ITGIS (issue 10) ----------------------------------------------------------------------
+ * scores.c: scores_sum's sums into out [n_groups, S]; add = 1 adds them to out (one addition
+ * per entry) instead of storing them. */
+void cpu_scores_sum_into(cpu_impl *c, double *out, const int32_t *group_off, int n_groups,
+                         int add);
+/* cpu_itgis.c: the backend's itgis_* operations (backend.h) into be; free the tables */
+void cpu_itgis_install(lpe_backend *be);
+void cpu_itgis_free(cpu_impl *c);
+/* ---- end ITGIS (issue 10) ---------------------------------------------------------------- */
 
 /* unembed.c: the backend's target_logits and qld_pairs (backend.h) */
 void cpu_target_logits(lpe_backend *be, double *out, const float *act, const int32_t *targets,

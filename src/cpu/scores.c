@@ -79,7 +79,12 @@ void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int 
 }
 
 void cpu_scores_sum(lpe_backend *be, double *out, const int32_t *group_off, int n_groups) {
-    cpu_impl *c = (cpu_impl *)be->impl;
+    cpu_scores_sum_into((cpu_impl *)be->impl, out, group_off, n_groups, 0);
+}
+
+/* add = 1: out += the sums (ITGIS's round sums, cpu_itgis.c), each entry with one addition */
+void cpu_scores_sum_into(cpu_impl *c, double *out, const int32_t *group_off, int n_groups,
+                         int add) {
     const lpe_dist *d = dist_of(c, "scores_sum");
     int k = c->k, D = c->D, Bm = c->Bm;
     if (!c->grad || !c->grad_valid) lpe_fail("scores_sum: the last forward did not compute a gradient");
@@ -121,7 +126,11 @@ void cpu_scores_sum(lpe_backend *be, double *out, const int32_t *group_off, int 
                 for (int i = 0; i < np; i++) {
                     int j = js[(p0 + i) / n_groups], g = (int)((p0 + i) % n_groups);
                     double *o = out + (size_t)g * S + soff[j] + s0; /* [nt] */
-                    for (int t = 0; t < nt; t++) o[t] = c->sc_prod[(size_t)i * CPU_SCORE_TILE + t];
+                    const float *src = c->sc_prod + (size_t)i * CPU_SCORE_TILE; /* [nt] */
+                    if (add)
+                        for (int t = 0; t < nt; t++) o[t] += src[t];
+                    else
+                        for (int t = 0; t < nt; t++) o[t] = src[t];
                 }
             }
         }
