@@ -121,6 +121,10 @@ typedef struct {
     uint8_t *accept;     /* [Bm] commit_state's flags on the device */
     int32_t *gather_src; /* [Bm] gather_state's source rows on the device */
     int32_t *h_rows;     /* host [Bm]: per-row flags coming back (non-finite rows) */
+
+    /* ---- ITGIS (issue 10) ---- */
+    struct cuda_itgis *itgis; /* the ITGIS tables (cuda_itgis.cu; lifetime: itgis_tables), or NULL */
+    /* ---- end ITGIS (issue 10) ---- */
 } cuda_impl;
 
 #define CUDA_SCORE_TILE 2048
@@ -146,6 +150,12 @@ void cuda_scores_sum(lpe_backend *be, double *out, const int32_t *group_off, int
 
 /* cuda_sample.cu: tokens [B, k] of samples first .. first+B-1 from the uploaded alias tables */
 void cuda_sample(cuda_impl *c, uint64_t seed, uint32_t stream, uint64_t first, int B);
+
+/* ---- ITGIS (issue 10) ----------------------------------------------------------------------
+ * cuda_itgis.cu: the backend's itgis_* operations (backend.h) into be; free the tables */
+void cuda_itgis_install(lpe_backend *be);
+void cuda_itgis_free(cuda_impl *c);
+/* ---- end ITGIS (issue 10) ---------------------------------------------------------------- */
 
 /* cuda_unembed.cu: the backend's target_logits and qld_pairs (host reference in this part) */
 void cuda_target_logits(lpe_backend *be, double *out, const float *act, const int32_t *targets,

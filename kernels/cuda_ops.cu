@@ -225,6 +225,7 @@ static void op_get_grad(lpe_backend *be, float *grad, int which, int B) {
 
 static void op_destroy(lpe_backend *be) {
     cuda_impl *c = impl(be);
+    cuda_itgis_free(c); /* ITGIS (issue 10) */
     CU_CHECK(cudaFree(c->bmem));
     CU_CHECK(cudaFree(c->smem));
     CU_CHECK(cudaFree(c->dmem));
@@ -251,4 +252,5 @@ void cuda_ops_install(lpe_backend *be) {
     be->qld_pairs = cuda_qld_pairs;
     be->get_logits = op_get_logits;
     be->get_grad = op_get_grad;
+    cuda_itgis_install(be); /* ITGIS (issue 10) */
 }

@@ -34,6 +34,8 @@ typedef struct {
     double *logZ;             /* [k] */
     int32_t *tok;             /* [tc * B, k] a round's samples */
     double *logw;             /* [tc * B] */
+    double *lwmag;            /* [tc * B] sum_j (n_j + 4)(1 + |log Z_j| + |S_j(x_j)| / T_r): the
+                                 scale of a log-weight's rounding (test_cuda_backend.c) */
     int32_t *row_t, *argmax;  /* [tc * B] */
     int32_t *goff;            /* [tc * B + 1] */
     double *gsum;             /* [tc, NSP] */
@@ -54,6 +56,7 @@ static inline void ref_init(itgis_ref *s, const lpe_dist *d, const int32_t *targ
     s->logZ = calloc((size_t)d->k, sizeof *s->logZ);
     s->tok = calloc((size_t)tc * B * d->k, sizeof *s->tok);
     s->logw = calloc((size_t)tc * B, sizeof *s->logw);
+    s->lwmag = calloc((size_t)tc * B, sizeof *s->lwmag);
     s->row_t = calloc((size_t)tc * B, sizeof *s->row_t);
     s->argmax = calloc((size_t)tc * B, sizeof *s->argmax);
     s->goff = calloc((size_t)tc * B + 1, sizeof *s->goff);
@@ -62,7 +65,7 @@ static inline void ref_init(itgis_ref *s, const lpe_dist *d, const int32_t *targ
 
 static inline void ref_free(itgis_ref *s) {
     free(s->pos_off), free(s->S), free(s->G), free(s->gsum), free(s->cdf), free(s->logZ);
-    free(s->tok), free(s->logw), free(s->row_t), free(s->argmax), free(s->goff), free(s->mom);
+    free(s->tok), free(s->logw), free(s->lwmag), free(s->row_t), free(s->argmax), free(s->goff), free(s->mom);
 }
 
 /* round r: Br samples of every target from its tilted law at 1 / T_r = inv_T, with log-weights;
@@ -80,7 +83,7 @@ static inline void ref_draw(itgis_ref *s, const double *S, long long r, int Br, 
         const uint32_t stream = lpe_stream(LPE_STREAM_ITGIS, (uint32_t)s->targets[a]);
         for (int i = 0; i < Br; i++) {
             int32_t *x = s->tok + ((size_t)a * Br + i) * k;
-            double lw = 0;
+            double lw = 0, mag = 0;
             for (int j = 0; j < k; j++) {
                 uint32_t w[4];
                 lpe_rng4(w, s->seed, stream, (uint64_t)(r * s->B + i), (uint32_t)j);
@@ -88,8 +91,10 @@ static inline void ref_draw(itgis_ref *s, const double *S, long long r, int Br, 
                 int y = lpe_tilted_pick(s->cdf + s->pos_off[j], nj, lpe_u01_53(w[0], w[1]));
                 x[j] = d->values[d->offsets[f] + y];
                 lw += s->logZ[j] - St[s->pos_off[j] + y] * inv_T;
+                mag += (nj + 4) * (1 + fabs(s->logZ[j]) + fabs(St[s->pos_off[j] + y] * inv_T));
             }
             s->logw[(size_t)a * Br + i] = lw;
+            s->lwmag[(size_t)a * Br + i] = mag;
         }
     }
 }

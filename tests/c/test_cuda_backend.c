@@ -7,6 +7,8 @@
  *   - sample_tokens identical to lpe_dist_sample (the same Philox draws, bit for bit);
  *   - walker state: load_state, commit_state, gather_state, get_tokens / get_grad of the state;
  *   - ground truth (lpe_truth_sample) counts identical except for near-tie rows;
+ *   - the ITGIS operations (issue 10) against the host loop on the CUDA backend's own state
+ *     (check_itgis: tokens identical, log-weights, S and moments within derived bounds);
  *   - bad token ids exit 2, non-finite logits exit 1 (in a fresh process: a forked child cannot
  *     use the parent's CUDA context).
  * Without a CUDA device (or in a build without CUDA) it prints "SKIP: ..." and exits 0 having
@@ -43,7 +45,10 @@
 #include "lpe/philox.h"
 #include "lpe/truth.h"
 
+#include "itgis_ref.h" /* ITGIS operations (issue 10) */
+
 #define EPS32 5.9604644775390625e-8 /* 2^-24 */
+#define EPS64 1.1102230246251565e-16 /* 2^-53 (ITGIS operations, issue 10) */
 
 static int quick;
 
@@ -318,6 +323,156 @@ static void check_truth(lpe_backend *g, lpe_backend *c, const lpe_dist *d, int n
     free(cc), free(cg);
 }
 
+/* ---- ITGIS operations (issue 10) ----------------------------------------------------------
+ * The CUDA backend's itgis_* operations against the host loop (itgis_ref.h, which test_itgis.c
+ * shows equal to the CPU backend bit for bit), fed with the CUDA backend's own state: its S
+ * (read back before each round), its log-weights and argmax, its gradients. Round 0 draws from
+ * S = 0, so there the tokens are also the CPU backend's. Checks and their bounds:
+ *   tokens identical: the device cdf differs from the host's by rounding (~n eps64), so a token
+ *     could move only for a uniform within that of a boundary (chance ~ k n eps64 per row);
+ *   log w: the device sums each position's normaliser in another order (relative n_j eps64 on
+ *     Z_j, absolute on log Z_j) and may contract into FMAs (a few eps64 per term), so
+ *     |dlog w| <= eps64 sum_j (n_j + 4)(1 + |log Z_j| + |S_j(x_j)| / T_r)  (itgis_ref's lwmag);
+ *   moments from the CUDA log-weights and argmax: n, hits exact; the others relative
+ *     8 n eps64 (exp within an ulp or two per term, FMA contraction in Welford's update);
+ *   S against S_ref <- beta S_ref + G_ref / Br with G_ref the float64 products of the CUDA
+ *     gradient sums with W_E (as check_scores): each call's tile is within
+ *     2 (D + rows) eps32 sum |W_E| |g| of its float64 value, and the bound E follows the same
+ *     recursion, E <- beta E + E_G / Br. Large supports: every stride-th entry. */
+typedef struct {
+    double *Sg, *Sr, *Gr, *Er, *Eg; /* [tc, NSP] CUDA S, reference S, G, their bounds */
+    double *gs;                     /* [2, D] a group's gradient sum and sum of |g| */
+    lpe_itgis_moments *mom;         /* [tc] from the CUDA weights and argmax */
+} itgis_chk;
+
+/* G_ref (and its bound) += the float64 scores of the rows of each target in this call */
+static void itgis_ref_scores(itgis_chk *x, const itgis_ref *ref, const lpe_model *m,
+                             const float *gr, long long r0, int nr, int Br) {
+    const lpe_dist *d = ref->d;
+    const int D = m->cfg.d_model, k = d->k;
+    for (int a = (int)(r0 / Br); a <= (int)((r0 + nr - 1) / Br); a++) {
+        const long long lo = a * (long long)Br - r0 < 0 ? 0 : a * (long long)Br - r0;
+        const long long hi = (a + 1) * (long long)Br - r0 < nr ? (a + 1) * (long long)Br - r0 : nr;
+        for (int j = 0; j < k; j++) {
+            const int f = d->positions[j], nf = lpe_dist_support(d, j);
+            memset(x->gs, 0, (size_t)2 * D * sizeof *x->gs);
+            for (long long b = lo; b < hi; b++)
+                for (int e = 0; e < D; e++) {
+                    double t = gr[((size_t)b * k + j) * D + e];
+                    x->gs[e] += t, x->gs[D + e] += fabs(t);
+                }
+            const int stride = nf > 1024 ? nf / 1024 : 1;
+            for (int y = 0; y < nf; y += stride) {
+                const float *w = m->W_E + (size_t)d->values[d->offsets[f] + y] * D;
+                double v = 0, mag = 0;
+                for (int e = 0; e < D; e++) v += w[e] * x->gs[e], mag += fabs(w[e]) * x->gs[D + e];
+                const size_t i = (size_t)a * ref->NSP + ref->pos_off[j] + y;
+                x->Gr[i] += v;
+                x->Eg[i] += 2 * (D + (hi - lo)) * EPS32 * mag;
+            }
+        }
+    }
+}
+
+/* one call of rows r0 .. r0 + nr: tokens and log-weights, forward, accumulate, host moments */
+static void itgis_check_call(itgis_chk *x, itgis_ref *ref, lpe_backend *g, const lpe_model *m,
+                             long long r0, int nr, int Br, double *worst_lw, int *bad_tok) {
+    const int k = ref->k, D = m->cfg.d_model;
+    int32_t *tok = calloc((size_t)nr * k, sizeof *tok), *am = calloc(nr, sizeof *am);
+    int32_t *row_t = calloc(nr, sizeof *row_t);
+    double *lw = calloc(nr, sizeof *lw);
+    float *gr = calloc((size_t)nr * k * D, sizeof *gr);
+    g->itgis_draw(g, r0, nr);
+    g->get_tokens(g, tok, LPE_BUF_BATCH, nr);
+    g->itgis_read(g, lw, LPE_ITGIS_LOGW);
+    *bad_tok += memcmp(tok, ref->tok + r0 * k, (size_t)nr * k * sizeof *tok) != 0;
+    for (int q = 0; q < nr; q++) {
+        *worst_lw = check_nanmax(*worst_lw, fabs(lw[q] - ref->logw[r0 + q]) /
+                                                (EPS64 * ref->lwmag[r0 + q]));
+        row_t[q] = ref->targets[(r0 + q) / Br];
+    }
+    lpe_fwd_out o = {.argmax = am};
+    g->forward(g, &o, row_t, nr, 1);
+    g->get_grad(g, gr, LPE_BUF_BATCH, nr);
+    g->itgis_accumulate(g);
+    for (int q = 0; q < nr; q++) {
+        const double w = exp(lw[q]);
+        const int hit = am[q] == row_t[q];
+        lpe_itgis_moments_add(&x->mom[(r0 + q) / Br], hit ? w : 0.0, w, hit);
+    }
+    itgis_ref_scores(x, ref, m, gr, r0, nr, Br);
+    free(tok), free(am), free(row_t), free(lw), free(gr);
+}
+
+/* S of the CUDA backend against the reference recursion, on the entries the reference computed */
+static double itgis_check_S(itgis_chk *x, const itgis_ref *ref, lpe_backend *g, int Br,
+                            double beta) {
+    const size_t n = (size_t)ref->tc * ref->NSP;
+    double worst = 0;
+    g->itgis_read(g, x->Sg, LPE_ITGIS_S);
+    for (size_t i = 0; i < n; i++) {
+        x->Sr[i] = beta * x->Sr[i] + x->Gr[i] / Br;
+        x->Er[i] = beta * x->Er[i] + x->Eg[i] / Br;
+        x->Gr[i] = x->Eg[i] = 0;
+        if (x->Er[i] > 0) /* entries the reference computed (strided supports) */
+            worst = check_nanmax(worst, fabs(x->Sg[i] - x->Sr[i]) /
+                                            (x->Er[i] + 4 * EPS64 * fabs(x->Sr[i])));
+    }
+    return worst;
+}
+
+static void check_itgis(lpe_backend *g, const lpe_model *m, const lpe_dist *d, const char *label) {
+    const int tc = 3, B = 16, rounds = 3, Blast = 9, R = g->max_batch, D = m->cfg.d_model;
+    const int32_t targets[3] = {1, (int32_t)(m->cfg.d_vocab / 2), (int32_t)(m->cfg.d_vocab - 2)};
+    const double temp = 0.8, beta = 0.9;
+    itgis_ref ref;
+    ref_init(&ref, d, targets, tc, 2024, B);
+    itgis_chk x;
+    const size_t n = (size_t)tc * ref.NSP;
+    x.Sg = calloc(n, sizeof(double)), x.Sr = calloc(n, sizeof(double));
+    x.Gr = calloc(n, sizeof(double)), x.Er = calloc(n, sizeof(double));
+    x.Eg = calloc(n, sizeof(double)), x.gs = calloc((size_t)2 * D, sizeof(double));
+    x.mom = calloc(tc, sizeof *x.mom);
+    g->itgis_tables(g, tc + 1);
+    g->itgis_reset(g, targets, tc, 2024, B);
+    double worst_lw = 0, worst_S = 0;
+    int bad_tok = 0;
+    for (int r = 0; r < rounds; r++) {
+        const int Br = r == rounds - 1 ? Blast : B;
+        const double inv_T = r == 0 ? 1.0 : (1 - beta) / (temp * (1 - pow(beta, r)));
+        g->itgis_read(g, x.Sg, LPE_ITGIS_S);
+        ref_draw(&ref, x.Sg, r, Br, inv_T); /* the host draw from the CUDA backend's tables */
+        g->itgis_round(g, r, Br, inv_T);
+        for (long long r0 = 0; r0 < (long long)tc * Br; r0 += R) {
+            const int nr = (int)((long long)tc * Br - r0 < R ? (long long)tc * Br - r0 : R);
+            itgis_check_call(&x, &ref, g, m, r0, nr, Br, &worst_lw, &bad_tok);
+        }
+        g->itgis_update(g, beta);
+        worst_S = check_nanmax(worst_S, itgis_check_S(&x, &ref, g, Br, beta));
+    }
+    lpe_itgis_moments mg[3];
+    g->itgis_read(g, mg, LPE_ITGIS_MOMENTS);
+    double worst_m = 0;
+    int bad_count = 0;
+    for (int a = 0; a < tc; a++) {
+        const double *u = &mg[a].n, *v = &x.mom[a].n, tol = 8 * mg[a].n * EPS64;
+        bad_count += mg[a].n != v[0] || mg[a].hits != x.mom[a].hits;
+        for (int i = 1; i < 5; i++) /* mean, m2, sum_w, sum_w2 */
+            worst_m = check_nanmax(worst_m, fabs(u[i] - v[i]) / (tol * fabs(v[i]) + 1e-300));
+    }
+    printf("  %-16s itgis: log w %.3g, S %.3g, moments %.3g of the bound; %d call(s) with other "
+           "tokens\n", label, worst_lw, worst_S, worst_m, bad_tok);
+    CHECK(bad_tok == 0, "%s: itgis tokens differ from the host draw in %d calls", label, bad_tok);
+    CHECK(worst_lw <= 1, "%s: itgis log-weights differ by %.3g x the bound", label, worst_lw);
+    CHECK(worst_S <= 1, "%s: itgis S differs by %.3g x the bound", label, worst_S);
+    CHECK(bad_count == 0 && worst_m <= 1, "%s: itgis moments: %d counts differ, %.3g x the bound",
+          label, bad_count, worst_m);
+    g->itgis_tables(g, 0);
+    free(x.Sg), free(x.Sr), free(x.Gr), free(x.Er), free(x.Eg), free(x.gs), free(x.mom);
+    ref_free(&ref);
+}
+/* ---- end ITGIS operations (issue 10) ------------------------------------------------------- */
+
 typedef struct {
     const char *label;
     lpe_model_config cfg;
@@ -355,6 +510,7 @@ static void test_shape(const shape *s) {
     check_scores(g, &m, &d, r2.gr, B, k, s->label);
     check_sampling_and_state(g, c, &d, B, k, s->label);
     if (s->truth_n) check_truth(g, c, &d, s->truth_n, s->label);
+    check_itgis(g, &m, &d, s->label); /* ITGIS operations (issue 10) */
     free_res(&rc), free_res(&rg), free_res(&r2);
     lpe_dist_free(&d);
     lpe_backend_destroy(g);

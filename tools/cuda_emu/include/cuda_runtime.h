@@ -102,6 +102,12 @@ inline cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
     return cudaSuccess;
 }
 
+/* ---- ITGIS (issue 10): rounding intrinsics (the host rounds every operation to nearest and
+ * does not contract a*b + c into an FMA in ISO C++ mode, so these are the plain operations) -- */
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+/* ---- end ITGIS (issue 10) ----------------------------------------------------------------- */
+
 /* ---- kernels: launch, thread indices, barriers, shuffles ----------------------------------- */
 
 inline dim3 threadIdx, blockIdx, blockDim, gridDim;
