@@ -82,6 +82,37 @@ NT=$((1 << 22))
 step truth_gelu1l 60 bin/lpe truth --backend cuda --model "$W/g1.h5" --dist "$W/d.h5" --name t \
   --samples $NT --batch 4096 --out "$W/t.h5" --force
 
+# ---- ITGIS on the device (issue 10) --------------------------------------------------------
+# itgis_cuda: ITGIS's inner loop on the GPU (kernels/cuda_itgis.cu) on the gelu-1l-shaped model,
+# 8 targets x 2^16 samples (the samples/s line below). itgis_cmp: 4 targets x 2^12 on both
+# backends, estimates compared: they differ by rounding (log-weights ~1e-6 relative through the
+# float32 score products in S) unless a near-tie argmax or a token at a cdf boundary moves one
+# sample, so a gross error (a wrong weight, a lost tile) shows as O(1); the step fails beyond 1%.
+itgis_ini() { # $1 file, $2 budget, $3 targets (comma list)
+  printf '[experiment]\nmodel = %s\ndistributions = %s\nnames = t\ntruth = none\nseed = 1\nbudget = %s\n[targets]\nlist = %s\n[method itgis]\nbatch = 256\ntemperature = 1.0\n' \
+    "$W/g1.h5" "$W/d.h5" "$2" "$3" > "$1"
+}
+# targets with p in about [1e-6, 1e-3] in the truth step's counts (else fixed ids: then the
+# estimates may all be 0 and the comparison says little)
+tg=$(python3 -c "import h5py, numpy as np
+c = h5py.File('$W/t.h5')['counts'][()]; n = c.sum(); i = np.flatnonzero((c >= 4e-6 * n) & (c <= 1e-3 * n))
+print(', '.join(map(str, i[np.linspace(0, len(i) - 1, min(8, len(i))).astype(int)])) if len(i) >= 4 else '')" 2>/dev/null)
+[ -n "$tg" ] || tg="11, 500, 3000, 9000, 17000, 25000, 33000, 48000"
+echo "itgis targets: $tg" > "$LOG/itgis_targets.log"
+itgis_ini "$W/itgis.ini" 65536 "$tg"
+step itgis_cuda 90 bin/lpe run --force --backend cuda "$W/itgis.ini" --output "$W/itgis_cuda.h5"
+itgis_ini "$W/itgis_cmp.ini" 4096 "$(echo "$tg" | cut -d, -f1-4)"
+step itgis_cmp 150 bash -c "bin/lpe --quiet run --force --backend cuda '$W/itgis_cmp.ini' --output '$W/ic_gpu.h5' &&
+  bin/lpe --quiet run --force --backend cpu '$W/itgis_cmp.ini' --output '$W/ic_cpu.h5' &&
+  python3 -c \"import h5py, numpy as np, sys
+a = h5py.File('$W/ic_cpu.h5')['t/itgis']; b = h5py.File('$W/ic_gpu.h5')['t/itgis']
+ea, eb = a['estimate'][()], b['estimate'][()]
+rel = np.abs(ea - eb) / np.maximum(np.abs(ea), 1e-300)
+print('itgis cpu', ea, 'hits', a['hits'][()]); print('itgis gpu', eb, 'hits', b['hits'][()])
+print('itgis max relative difference cpu vs cuda: %.3g' % rel.max())
+sys.exit(0 if np.all(np.isfinite(eb)) and rel.max() <= 1e-2 else 1)\""
+# ---- end ITGIS (issue 10) ------------------------------------------------------------------
+
 echo
 echo "==== gpu_check summary ($(head -n 1 "$LOG/device.log"))"
 printf '%-18s %-22s %s\n' step status time
@@ -96,4 +127,7 @@ for r in "${rows[@]}"; do
     echo "  truth gelu-1l k33: $NT samples in ${ts}s (batch 4096, incl. start-up): $(( NT / ts )) samples/s";;
   esac
 done
+# ITGIS (issue 10): samples/s of the device loop, and the CPU/CUDA comparison
+grep -h 'itgis: .* model calls/s' "$LOG/itgis_cuda.log" 2>/dev/null | sed 's/^/  itgis gelu-1l k33 (cuda): /'
+grep -h 'max relative difference' "$LOG/itgis_cmp.log" 2>/dev/null | sed 's/^/  /'
 echo "  logs: $LOG   total $(( $(date +%s) - T0 ))s"
