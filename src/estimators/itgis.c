@@ -17,7 +17,8 @@
  * runs in the backend (backend.h, "ITGIS operations"): the tilted laws, the draws and their
  * log-weights, the moments, the per-target gradient sums and the score-table update; the host
  * only sequences the calls and reads the moments at the end of a chunk. Targets are chunked
- * only so that the backend's tables (TC x NSP doubles, three of them) fit the memory budget.
+ * only so that the score tables (TC x NSP doubles, twice; the backend adds the cdf, a third)
+ * fit the memory budget.
  *
  * Randomness: sample i of round r of target t is number n = r B + i of stream
  * lpe_stream(LPE_STREAM_ITGIS, t's token id); position j uses sub = j. A target's samples depend
@@ -78,8 +79,10 @@ static void itgis_init(itgis_state *s, const lpe_est_ctx *ctx) {
     LPE_ASSERT(s->n >= 1); /* the budget key's range */
     int64_t NSP = 0;
     for (int j = 0; j < d->k; j++) NSP += lpe_dist_support(d, j);
-    /* the backend holds S, G and the tilted cdf: three [TC, NSP] float64 tables */
-    int TC = (int)(opt->memory_mb * 1048576.0 / (3.0 * NSP * sizeof(double)));
+    /* memory_mb bounds the score tables S and G ([TC, NSP] float64 each), as before issue 10,
+     * so that the chunking, and with it every result, is unchanged; the backend holds a third
+     * such table, the tilted cdf, so it uses 1.5 x memory_mb */
+    int TC = (int)(opt->memory_mb * 1048576.0 / (2.0 * NSP * sizeof(double)));
     s->TC = TC < 1 ? 1 : TC > s->T ? s->T : TC;
     s->row_t = lpe_calloc((size_t)s->R, sizeof *s->row_t);
     s->mom = lpe_calloc((size_t)s->T, sizeof *s->mom);

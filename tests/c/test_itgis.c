@@ -150,19 +150,48 @@ static void ref_run(double *est, double *se, double *ess, double *hits, lpe_back
     }
 }
 
+/* the T most frequent argmax tokens over 256 inputs from d (targets with hits, so that the
+ * comparison of estimates is not one of zeros) */
+static void common_targets(int32_t *targets, int T, lpe_backend *be, const lpe_dist *d, int V) {
+    int32_t *tok = calloc((size_t)256 * d->k, sizeof *tok), *am = calloc(256, sizeof *am);
+    int *count = calloc(V, sizeof *count);
+    lpe_dist_sample(tok, d, 9, lpe_stream(LPE_STREAM_TEST, 3), 0, 256);
+    for (int b0 = 0; b0 < 256; b0 += be->max_batch) {
+        int nb = 256 - b0 < be->max_batch ? 256 - b0 : be->max_batch;
+        be->load_tokens(be, tok + (size_t)b0 * d->k, nb);
+        lpe_fwd_out o = {.argmax = am + b0};
+        be->forward(be, &o, NULL, nb, 0);
+    }
+    for (int b = 0; b < 256; b++) count[am[b]]++;
+    for (int t = 0; t < T; t++) {
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (count[v] > count[best]) best = v;
+        targets[t] = best;
+        count[best] = -1;
+    }
+    free(tok), free(am), free(count);
+}
+
 static void test_estimator(void) {
+    /* a vocabulary of 60000: NSP ~ 30000, so memory_mb = 1 holds the tables of 2 targets and
+     * the run has 3 chunks */
+    lpe_model_config big = cfg;
+    big.d_vocab = 60000;
     lpe_model m;
-    lpe_model_init_random(&m, &cfg, 3);
+    lpe_model_init_random(&m, &big, 3);
     const int k = 5, T = 5;
     lpe_dist d;
-    make_dist(&d, cfg.d_vocab, k);
+    make_dist(&d, big.d_vocab, k);
     lpe_backend *be = lpe_backend_create("cpu", &m, 50, k, LPE_BE_GRAD);
     be->use_dist(be, &d);
     int64_t NSP = 0;
     for (int j = 0; j < k; j++) NSP += lpe_dist_support(&d, j);
-    /* memory_mb = 1: TC = 2^20 / (3 NSP 8) targets per chunk; here NSP is small, so T fits */
-    const int TC = (int)(1048576.0 / (3.0 * NSP * sizeof(double)));
-    const int32_t targets[5] = {1, 20, 33, 40, 7};
+    /* memory_mb = 1: TC = 2^20 / (2 NSP 8) targets per chunk (S and G) */
+    const int TC = (int)(1048576.0 / (2.0 * NSP * sizeof(double)));
+    CHECK(TC >= 2 && TC < T, "the test wants several chunks of several targets (TC = %d)", TC);
+    int32_t targets[5];
+    common_targets(targets, T, be, &d, big.d_vocab);
     const lpe_estimator *e = lpe_estimator_find("itgis");
     lpe_params p;
     lpe_params_init(&p, e->params, "test", "itgis");
@@ -184,8 +213,8 @@ static void test_estimator(void) {
           "ESS or hits differ from the host loop's");
     double hsum = 0;
     for (int t = 0; t < T; t++) hsum += hits[t];
-    printf("  estimator    %d targets, 100 samples each: %g hits, estimate[0] %.4g\n", T, hsum,
-           est[0]);
+    printf("  estimator    %d targets in chunks of %d, 100 samples each: %g hits, estimate[0] %.4g\n",
+           T, TC, hsum, est[0]);
     CHECK(hsum > 0, "no hits at all: the comparison would be vacuous");
     lpe_est_out_free(&o);
     free(opts);
