@@ -55,10 +55,6 @@ typedef struct {
 } lpe_fwd_out;
 
 enum { LPE_BUF_BATCH = 0, LPE_BUF_STATE = 1 }; /* which buffer: the batch or the walker state */
-/* ---- ITGIS operations (issue 10): types ---------------------------------------------------- */
-/* itgis_read's what (LPE_ITGIS_MOMENTS: lpe_itgis_moments of include/lpe/itgis_moments.h) */
-enum { LPE_ITGIS_MOMENTS = 0, LPE_ITGIS_S = 1, LPE_ITGIS_LOGW = 2 }; /* itgis_read's what */
-/* ---- end of ITGIS types (issue 10) --------------------------------------------------------- */
 enum { LPE_BE_GRAD = 1, LPE_BE_STATE = 2 };   /* workspace flags: gradients, walker state */
 
 typedef struct lpe_backend lpe_backend;
@@ -166,8 +162,9 @@ struct lpe_backend {
     void (*itgis_accumulate)(lpe_backend *be);
     /* S <- beta S + G / Br for the chunk's targets (the end of a round) */
     void (*itgis_update)(lpe_backend *be, double beta);
-    /* to the host: LPE_ITGIS_MOMENTS lpe_itgis_moments [tc]; LPE_ITGIS_S double [tc, NSP];
-     * LPE_ITGIS_LOGW double [nr] of the last draw (the last two for tests) */
+    /* to the host (what: include/lpe/itgis_moments.h): LPE_ITGIS_MOMENTS lpe_itgis_moments
+     * [tc]; LPE_ITGIS_S double [tc, NSP]; LPE_ITGIS_LOGW double [nr] of the last draw (the
+     * last two for tests) */
     void (*itgis_read)(lpe_backend *be, void *out, int what);
     /* ---- end of ITGIS operations (issue 10) ---------------------------------------------- */
 };
