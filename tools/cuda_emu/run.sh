@@ -9,7 +9,7 @@
 #   EMU_ASAN=1 tools/cuda_emu/run.sh AddressSanitizer on the backend and the tests
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-work=${EMU_DIR:-/tmp/lpe-cuda-emu-$(id -u)}
+work=${EMU_DIR:-/tmp/lpe-cuda-emu-$(id -u)-$(printf %s "$top" | md5sum | cut -c1-8)}  # one per checkout
 mkdir -p "$work/root/lib64"
 echo 'int lpe_cuda_emu_placeholder;' | cc -x c -c - -o "$work/root/empty.o"
 for l in cudart cublas; do  # stand-ins: the emulation is header-only
