@@ -73,6 +73,7 @@ static int batch_table(lpe_slot *t, cuda_impl *c) {
     ADD(c->sc_rows, g * Bm);
     ADD(c->sc_idx, g * CUDA_SCORE_TILE);
     ADD(c->sc_pairs, g * Bm * 3);
+    ADD(c->am_hist, c->V); /* argmax histogram (qld-dev) */
     return n;
 }
 

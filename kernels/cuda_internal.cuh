@@ -125,6 +125,8 @@ typedef struct {
     /* ---- ITGIS (issue 10) ---- */
     struct cuda_itgis *itgis; /* the ITGIS tables (cuda_itgis.cu; lifetime: itgis_tables), or NULL */
     /* ---- end ITGIS (issue 10) ---- */
+    /* ---- argmax histogram (qld-dev; batch lifetime class) ---- */
+    unsigned long long *am_hist; /* [V] device: backend.h argmax_hist_add / take */
 } cuda_impl;
 
 #define CUDA_SCORE_TILE 2048
@@ -157,10 +159,15 @@ void cuda_itgis_install(lpe_backend *be);
 void cuda_itgis_free(cuda_impl *c);
 /* ---- end ITGIS (issue 10) ---------------------------------------------------------------- */
 
-/* cuda_unembed.cu: the backend's target_logits and qld_pairs (host reference in this part) */
+/* cuda_unembed.cu: the backend's target_logits (float64 on the device);
+ * cuda_qld.cu: its qld_pairs (one fused kernel: logits tile, interval, binary search) */
 void cuda_target_logits(lpe_backend *be, double *out, const float *act, const int32_t *targets,
                         long long n, int T);
 void cuda_qld_pairs(lpe_backend *be, int64_t *count, const lpe_qld_pairs *job);
+
+/* ---- argmax histogram (qld-dev): cuda_argmax_hist.cu, the backend's argmax_hist_add / take ---- */
+void cuda_argmax_hist_add(lpe_backend *be, int r0, int r1);
+void cuda_argmax_hist_take(lpe_backend *be, uint64_t *counts);
 
 /* cuda_gemm.cu: row-major C[M, N] (ldc) = A[M, K] (lda) @ op(B) + beta * C with
  * op(B) = B [K, N] (ldb) or, with transB, B^T (B [N, K]). FP32 products, FP32 accumulation. */

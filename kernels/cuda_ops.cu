@@ -253,4 +253,6 @@ void cuda_ops_install(lpe_backend *be) {
     be->get_logits = op_get_logits;
     be->get_grad = op_get_grad;
     cuda_itgis_install(be); /* ITGIS (issue 10) */
+    be->argmax_hist_add = cuda_argmax_hist_add; /* argmax histogram (qld-dev) */
+    be->argmax_hist_take = cuda_argmax_hist_take;
 }

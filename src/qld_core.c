@@ -15,6 +15,7 @@
 #include "lpe/common.h"
 #include "lpe/philox.h"
 #include "lpe/qld_core.h"
+#include "lpe/qld_count.h"
 
 /* ======================================================================================== */
 /* whitening                                                                                  */
@@ -533,19 +534,7 @@ void lpe_qld_row_bounds(float *lo, float *hi, const float *l, long ld, const flo
 }
 
 int64_t lpe_qld_count_range(const double *a, int n, double lo, double hi) {
-    if (!(lo <= hi)) return 0;
-    int l = 0, r = n; /* first a >= lo */
-    while (l < r) {
-        int mid = l + (r - l) / 2;
-        if (a[mid] < lo) l = mid + 1; else r = mid;
-    }
-    int first = l;
-    r = n; /* first a > hi */
-    while (l < r) {
-        int mid = l + (r - l) / 2;
-        if (a[mid] <= hi) l = mid + 1; else r = mid;
-    }
-    return (int64_t)(l - first);
+    return lpe_qld_count_sorted(a, n, lo, hi); /* qld_count.h: the fused CUDA kernel's too */
 }
 
 int64_t lpe_qld_count_brute(const double *z, const double *d, const double *P, const double *c,

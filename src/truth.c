@@ -24,14 +24,17 @@ static int batch_of(const lpe_backend *be, const lpe_truth_opts *opt) {
 
 /* ---- runners ----------------------------------------------------------------------------- */
 
+/* The argmax counts stay in the backend (argmax_hist_add: on a GPU no per-batch copy of the
+ * argmax) and come to `counts` at checkpoints and at the end; integer counts, so the result is
+ * the same as counting row by row on the host. */
 void lpe_truth_sample(uint64_t *counts /* [V] */, lpe_backend *be, const lpe_dist *d,
                       uint64_t seed, uint64_t first, uint64_t n, const lpe_truth_opts *opt) {
     int B = batch_of(be, opt), V = be->model->cfg.d_vocab;
     LPE_ASSERT(d->k == be->k);
     be->use_dist(be, d);
     uint32_t stream = lpe_stream(LPE_STREAM_INPUT, LPE_TRUTH_STREAM_SLOT);
-    int32_t *argmax = lpe_calloc((size_t)B, sizeof(int32_t)); /* [B] */
-    lpe_fwd_out out = {.argmax = argmax};
+    uint64_t before = 0; /* sum of counts on entry: the end checks that n rows were counted */
+    for (int v = 0; v < V; v++) before += counts[v];
     lpe_progress pr;
     if (opt && opt->progress) lpe_progress_begin(&pr, opt->progress);
     double t_ckpt = lpe_now();
@@ -43,20 +46,21 @@ void lpe_truth_sample(uint64_t *counts /* [V] */, lpe_backend *be, const lpe_dis
         if (stop > end || stop < next) stop = end;
         int nb = (int)(stop - next);
         be->sample_tokens(be, seed, stream, next, nb);
-        be->forward(be, &out, NULL, nb, 0);
-        for (int b = 0; b < nb; b++) {
-            LPE_ASSERT(argmax[b] >= 0 && argmax[b] < V);
-            counts[argmax[b]]++;
-        }
+        be->forward(be, NULL, NULL, nb, 0);
+        be->argmax_hist_add(be, 0, nb);
         next = stop;
         if (opt && opt->progress) lpe_progress_update(&pr, (double)(next - first), (double)n, "samples");
         if (opt && opt->checkpoint && next < end && lpe_now() - t_ckpt >= opt->every_s) {
+            be->argmax_hist_take(be, counts);
             opt->checkpoint(opt->ctx, counts, next);
             t_ckpt = lpe_now();
         }
     }
+    be->argmax_hist_take(be, counts);
     if (opt && opt->progress) lpe_progress_end(&pr);
-    free(argmax);
+    uint64_t after = 0;
+    for (int v = 0; v < V; v++) after += counts[v];
+    LPE_ASSERT(after - before == n);
 }
 
 /* Each token's probability is a sum of up to 2^24 (or more) positive terms. Plain summation

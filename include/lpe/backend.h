@@ -167,6 +167,16 @@ struct lpe_backend {
      * last two for tests) */
     void (*itgis_read)(lpe_backend *be, void *out, int what);
     /* ---- end of ITGIS operations (issue 10) ---------------------------------------------- */
+
+    /* ---- argmax histogram (issue 9 item 3; branch qld-dev) ---------------------------------- */
+    /* The workspace keeps a histogram [V] of argmax values, zero at creation, so that ground
+     * truth and naive sampling count on the backend instead of copying argmax to the host per
+     * batch. add: hist[v] += #{rows b in [r0, r1) of the last forward with argmax v}
+     * (0 <= r0 <= r1 <= its rows). take: counts [V] += hist, then hist = 0. A caller takes
+     * everything it added before it returns, so the next caller finds the histogram at zero. */
+    void (*argmax_hist_add)(lpe_backend *be, int r0, int r1);
+    void (*argmax_hist_take)(lpe_backend *be, uint64_t *counts);
+    /* ---- end argmax histogram ---- */
 };
 
 /* The table: entries in order of preference for "auto" (the first available one wins). */

@@ -67,6 +67,8 @@ static int batch_table(lpe_slot *t, cpu_impl *c, int attn_only) {
     ADD(c->sc_grad, g * Bm * D);
     ADD(c->sc_prod, g * Bm * CPU_SCORE_TILE);
     ADD(c->sc_order, g * Bm);
+    ADD(c->am_last, Bm); /* argmax histogram (qld-dev) */
+    ADD(c->am_hist, c->V);
     return n;
 }
 
@@ -203,6 +205,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
 #pragma omp critical
             if (bad_row < 0 || b < bad_row) bad_row = b;
         }
+        c->am_last[b] = am; /* for argmax_hist_add (qld-dev) */
         if (out && out->argmax) out->argmax[b] = am;
         if (out && out->max_logit) out->max_logit[b] = mx;
         if (out && out->target_logit) out->target_logit[b] = lg[targets[b]];
@@ -377,6 +380,8 @@ static lpe_backend *cpu_create(lpe_weights *w, int max_batch, int k, int flags) 
     be->get_logits = op_get_logits;
     be->get_grad = op_get_grad;
     cpu_itgis_install(be); /* ITGIS (issue 10) */
+    be->argmax_hist_add = cpu_argmax_hist_add; /* argmax histogram (qld-dev) */
+    be->argmax_hist_take = cpu_argmax_hist_take;
     return be;
 }
 

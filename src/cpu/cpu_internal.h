@@ -94,6 +94,9 @@ typedef struct {
     /* ---- ITGIS (issue 10) ---- */
     struct cpu_itgis *itgis; /* the ITGIS tables (cpu_itgis.c; lifetime: itgis_tables), or NULL */
     /* ---- end ITGIS (issue 10) ---- */
+    /* ---- argmax histogram (qld-dev; batch lifetime class) ---- */
+    int32_t *am_last;    /* [Bm] argmax of the last forward's rows */
+    uint64_t *am_hist;   /* [V] backend.h: argmax_hist_add / argmax_hist_take */
 } cpu_impl;
 
 /* Bytes of the batch and state allocations for a config (batch_for_budget and create agree). */
@@ -121,6 +124,10 @@ void cpu_itgis_free(cpu_impl *c);
 void cpu_target_logits(lpe_backend *be, double *out, const float *act, const int32_t *targets,
                        long long n, int T);
 void cpu_qld_pairs(lpe_backend *be, int64_t *count, const lpe_qld_pairs *job);
+
+/* ---- argmax histogram (qld-dev): cpu_argmax_hist.c, the backend's argmax_hist_add / take ---- */
+void cpu_argmax_hist_add(lpe_backend *be, int r0, int r1);
+void cpu_argmax_hist_take(lpe_backend *be, uint64_t *counts);
 
 /* kernels.c: row-major products and the elementwise pieces.
  * C[M, N] (ldc) = A[M, K] (lda) @ op(B) + beta * C, op(B) = B [K, N] (ldb) or B^T (B [N, K]). */

@@ -19,12 +19,33 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lpe/common.h"
 #include "lpe/estimator.h"
 #include "lpe/philox.h"
 
 static uint32_t naive_stream(int32_t target) { return lpe_stream(LPE_STREAM_INPUT, 1u + (uint32_t)target); }
+
+/* Rows r0 .. r0+B-1 of the T*n (target-major) rows were the last forward's: their argmax goes to
+ * the backend's histogram one target's stretch at a time, and when a target's last row is in,
+ * the histogram comes to the host (argmax_hist_take; hist [V] scratch) and hits[t] is its bin
+ * of targets[t]. One copy of V counts per target instead of B argmax per batch. */
+static void count_hits(double *hits, uint64_t *hist, lpe_backend *be, const lpe_est_ctx *ctx,
+                       uint64_t r0, int B, uint64_t n) {
+    for (uint64_t r = r0; r < r0 + (uint64_t)B;) {
+        int t = (int)(r / n);
+        uint64_t stop = (uint64_t)(t + 1) * n; /* the target's rows end here */
+        uint64_t e = stop < r0 + (uint64_t)B ? stop : r0 + (uint64_t)B;
+        be->argmax_hist_add(be, (int)(r - r0), (int)(e - r0));
+        if (e == stop) {
+            memset(hist, 0, (size_t)be->model->cfg.d_vocab * sizeof *hist);
+            be->argmax_hist_take(be, hist);
+            hits[t] = (double)hist[ctx->targets[t]];
+        }
+        r = e;
+    }
+}
 
 static void naive_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     lpe_backend *be = ctx->be;
@@ -34,7 +55,7 @@ static void naive_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     LPE_ASSERT(be->k == k && Bmax > 0);
 
     int32_t *tokens = lpe_calloc((size_t)Bmax * (size_t)k, sizeof *tokens); /* [B, k] host draws */
-    int32_t *argmax = lpe_calloc((size_t)Bmax, sizeof *argmax);              /* [B] */
+    uint64_t *hist = lpe_calloc((size_t)be->model->cfg.d_vocab, sizeof *hist); /* [V] */
     double *hits = lpe_est_out_diag(out, "hits");                            /* [T] */
 
     char label[300];
@@ -58,12 +79,8 @@ static void naive_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
             }
             be->load_tokens(be, tokens, B);
         }
-        lpe_fwd_out fo = {.argmax = argmax};
-        be->forward(be, &fo, NULL, B, 0);
-        for (int b = 0; b < B; b++) {
-            int t = (int)((r0 + (uint64_t)b) / n);
-            hits[t] += argmax[b] == ctx->targets[t];
-        }
+        be->forward(be, NULL, NULL, B, 0);
+        count_hits(hits, hist, be, ctx, r0, B, n);
         lpe_progress_update(&prog, (double)(r0 + (uint64_t)B), (double)total, "calls");
     }
     lpe_progress_end(&prog);
@@ -75,7 +92,7 @@ static void naive_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
         out->model_calls[t] = (double)n;
     }
     free(tokens);
-    free(argmax);
+    free(hist);
 }
 
 static const lpe_param_spec naive_params[] = {{NULL}};

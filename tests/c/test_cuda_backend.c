@@ -43,6 +43,7 @@
 #include "lpe/dist.h"
 #include "lpe/model.h"
 #include "lpe/philox.h"
+#include "lpe/qld_core.h"
 #include "lpe/truth.h"
 
 #include "itgis_ref.h" /* ITGIS operations (issue 10) */
@@ -558,6 +559,291 @@ static int child_status(const char *self, const char *name) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* ---- QLD pair count, GLD target logits, argmax histogram (qld-dev: issues 10 and 9) ----------
+ *
+ * qld_pairs: the fused kernel (kernels/cuda_qld.cu) against the host reference
+ * lpe_qld_count_pairs and against definitions, counts compared exactly:
+ *   - a dyadic job: activations, W_U, b_U, A, Y, y0 and the sorted a are small multiples of
+ *     powers of two and the slopes e_v (rinv = 1 / e_v) powers of two, so every product and sum
+ *     of both computations is exact in float32 / float64 whatever its order; the counts must
+ *     be equal, and equal to the pair-by-pair definition (t is the argmax of l_j + u e with
+ *     ties to t: every margin (l_t - l_v) + u e_v >= 0, u = a - s_j), evaluated exactly. Many
+ *     samples fall exactly on interval ends (counted: the intervals are closed), some slopes
+ *     are 0 (with violated and satisfied zero-slope constraints), some targets are skipped,
+ *     and n, D, V, T are not multiples of the kernel's tiles.
+ *   - random problems prepared by lpe_qld_prepare, both variants, every target: equal to the
+ *     host count and to the O(n^2 V D) definition lpe_qld_count_brute (float64). The kernel's
+ *     logits differ from OpenBLAS's in summation order only (cuda_qld.cu), so a count could
+ *     differ only if a sample lay within a few float32 ulps of a bound: with these seeds none
+ *     does, as test_qld's host count against the same definition.
+ * target_logits: against the CPU backend's (float64 dgemm), within the bound of
+ *   kernels/cuda_unembed.cu: 2 (D + 1) 2^-53 (sum_d |act_d W_U[d, t]| + |b_U[t]|).
+ * argmax histogram: after forwards on both backends, add over row ranges and take, against
+ *   counts of the forward's own argmax output on the host; take leaves zeros. */
+
+static uint64_t qctr;
+static uint32_t qrand(uint32_t below) { /* fixed-seed Philox draws */
+    uint32_t w[4];
+    lpe_rng4(w, 2024, lpe_stream(LPE_STREAM_TEST, 40), qctr++, 0);
+    return lpe_below(w[0], below);
+}
+static double qgauss(void) {
+    uint32_t w[4];
+    lpe_rng4(w, 2024, lpe_stream(LPE_STREAM_TEST, 41), qctr++, 0);
+    double u = lpe_u01_53(w[0], w[1]), v = lpe_u01_53(w[2], w[3]);
+    return sqrt(-2 * log(1 - u)) * cos(2 * M_PI * v);
+}
+static int cmp_dbl(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* a model whose unembedding only matters: d_model D, vocabulary V, with b_U */
+static void unembed_model(lpe_model *m, int D, int V) {
+    lpe_model_config cfg = {.n_layers = 1, .d_model = D, .n_heads = 1, .d_head = D, .d_mlp = 4,
+                            .d_vocab = V, .n_ctx = 4, .act = LPE_ACT_GELU, .ln_eps = 1e-5,
+                            .has_b_U = 1};
+    lpe_model_init_random(m, &cfg, 11);
+}
+
+/* The job-level definition, exact for dyadic jobs: pairs (j, a) with every margin >= 0. L [n, V]
+ * the rows' logits (float64, exact), s [n] the rows' shifts. */
+static int64_t dyadic_definition(const lpe_qld_pairs *job, int i, const double *L, const double *s) {
+    const int n = job->n, V = job->V, t = job->targets[i];
+    const float *ri = job->rinv + (size_t)i * V;
+    int64_t cnt = 0;
+    for (int j = 0; j < n; j++)
+        for (int q = 0; q < n; q++) {
+            double u = job->asort[(size_t)i * n + q] - s[j];
+            int ok = 1;
+            for (int v = 0; v < V && ok; v++) {
+                if (v == t) continue;
+                double e = ri[v] != 0 ? 1.0 / ri[v] : 0.0; /* rinv are powers of two: exact */
+                ok = (L[(size_t)j * V + t] - L[(size_t)j * V + v]) + u * e >= 0;
+            }
+            cnt += ok;
+        }
+    return cnt;
+}
+
+static void qld_dyadic(int variant) {
+    enum { n = 70, D = 5, V = 70, T = 37 }; /* 3 row blocks, 2 column tiles, 2 target groups */
+    lpe_model m;
+    unembed_model(&m, D, V);
+    for (int q = 0; q < D * V; q++) m.W_U[q] = (float)((int)qrand(9) - 4) / 4;
+    for (int v = 0; v < V; v++) m.b_U[v] = (float)((int)qrand(9) - 4) / 8;
+    static float act[n * D];
+    static int32_t targets[T];
+    for (int q = 0; q < n * D; q++) act[q] = (float)((int)qrand(7) - 3) / 2;
+    lpe_qld_pairs job = {.variant = variant, .T = T, .n = n, .D = D, .V = V, .block_rows = 32,
+                         .act = act, .targets = targets};
+    job.A = calloc((size_t)D * D, sizeof *job.A);
+    job.rinv = calloc((size_t)T * V, sizeof *job.rinv);
+    job.zero_e = calloc(T, sizeof *job.zero_e);
+    job.n_zero = calloc(T, sizeof *job.n_zero);
+    job.asort = calloc((size_t)T * n, sizeof *job.asort);
+    job.Y = calloc((size_t)T * D, sizeof *job.Y);
+    job.y0 = calloc(T, sizeof *job.y0);
+    job.skip = calloc(T, sizeof *job.skip);
+    for (int r = 0; r < D; r++) /* lower, unit diagonal, halves below */
+        for (int q = 0; q <= r; q++) job.A[r * D + q] = r == q ? 1.0 : ((int)qrand(3) - 1) * 0.5;
+    for (int i = 0; i < T; i++) {
+        int t = targets[i] = (int32_t)((i * 7) % V);
+        job.skip[i] = i % 11 == 5;
+        job.zero_e[i] = calloc(V, sizeof(int32_t));
+        for (int v = 0; v < V; v++) {
+            float *r = &job.rinv[(size_t)i * V + v];
+            int z = v == t || qrand(60) == 0;
+            *r = z ? 0.0f : (qrand(2) ? 1.0f : -1.0f) * ldexpf(1.0f, (int)qrand(5) - 2);
+            if (z && v != t) job.zero_e[i][job.n_zero[i]++] = v;
+        }
+        for (int k = 0; k < D; k++) job.Y[i * D + k] = ((int)qrand(9) - 4) / 4.0;
+        job.y0[i] = ((int)qrand(9) - 4) / 8.0;
+        for (int q = 0; q < n; q++) job.asort[(size_t)i * n + q] = ((int)qrand(49) - 24) / 8.0;
+        qsort(job.asort + (size_t)i * n, n, sizeof(double), cmp_dbl);
+    }
+    /* exact logits and shifts of the rows, for the definition and the tie count */
+    static double X[n * D], L[n * V], s[T][n];
+    for (int j = 0; j < n; j++)
+        for (int k = 0; k < D; k++) {
+            double x = 0;
+            if (variant == LPE_QLD_PAPER) x = act[j * D + k];
+            else for (int q = 0; q <= k; q++) x += act[j * D + q] * job.A[k * D + q];
+            X[j * D + k] = x;
+        }
+    for (int j = 0; j < n; j++)
+        for (int v = 0; v < V; v++) {
+            double l = m.b_U[v];
+            for (int k = 0; k < D; k++) l += X[j * D + k] * m.W_U[k * V + v];
+            L[j * V + v] = l;
+        }
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < n; j++) {
+            double y = -job.y0[i];
+            for (int k = 0; k < D; k++) y += act[j * D + k] * job.Y[i * D + k];
+            s[i][j] = variant == LPE_QLD_PAPER ? y : 0;
+        }
+    int64_t host[T], dev[T], ties = 0, total = 0, empty_zero = 0;
+    lpe_qld_count_pairs(host, &job, m.W_U, m.b_U);
+    lpe_backend *g = lpe_backend_create("cuda", &m, 4, 2, 0);
+    g->qld_pairs(g, dev, &job);
+    for (int i = 0; i < T; i++) {
+        int64_t want = job.skip[i] ? 0 : dyadic_definition(&job, i, L, s[i]);
+        CHECK(dev[i] == host[i] && dev[i] == want,
+              "dyadic variant %d target %d: device %lld, host %lld, definition %lld", variant, i,
+              (long long)dev[i], (long long)host[i], (long long)want);
+        total += want;
+        /* samples exactly on a bound: the closed-interval rule is exercised */
+        float lo[n], hi[n], Lf[n * V];
+        for (int q = 0; q < n * V; q++) Lf[q] = (float)L[q];
+        lpe_qld_row_bounds(lo, hi, Lf, V, job.rinv + (size_t)i * V, job.zero_e[i], job.n_zero[i],
+                           targets[i], n, V);
+        for (int j = 0; j < n; j++) {
+            empty_zero += lo[j] == INFINITY && hi[j] == -INFINITY;
+            for (int q = 0; q < n; q++) {
+                double a = job.asort[(size_t)i * n + q];
+                ties += !job.skip[i] && lo[j] <= hi[j] && (a == s[i][j] + lo[j] || a == s[i][j] + hi[j]);
+            }
+        }
+    }
+    printf("  qld dyadic (variant %d): %lld pairs, %lld samples exactly on an interval end, %lld "
+           "rows emptied by a zero slope\n", variant, (long long)total, (long long)ties,
+           (long long)empty_zero);
+    CHECK(total > 0 && ties > 0 && empty_zero > 0, "dyadic job too easy: %lld %lld %lld",
+          (long long)total, (long long)ties, (long long)empty_zero);
+    lpe_backend_destroy(g);
+    lpe_qld_pairs_free(&job);
+    lpe_model_free(&m);
+}
+
+/* random problems from lpe_qld_prepare: device = host = definition, every target */
+static void qld_random(int variant, int n, int D, int V, int reps, int n_brute) {
+    lpe_model m;
+    unembed_model(&m, D, V);
+    float *act = calloc((size_t)n * D, sizeof *act);
+    int32_t *targets = calloc(V, sizeof *targets);
+    int64_t *host = calloc(V, sizeof *host), *dev = calloc(V, sizeof *dev);
+    double *z = calloc((size_t)n * D, sizeof *z), *P = calloc((size_t)V * D, sizeof *P);
+    double *c = calloc(V, sizeof *c), *dirs = calloc((size_t)V * D, sizeof *dirs);
+    double *mu = calloc(D, sizeof *mu), *A = calloc((size_t)D * D, sizeof *A);
+    lpe_qld_dir *info = calloc(V, sizeof *info);
+    int64_t total = 0, n_mid = 0;
+    for (int rep = 0; rep < reps; rep++) {
+        for (int q = 0; q < n * D; q++) act[q] = (float)(qgauss() * (1 + q % D) + 0.5);
+        for (int q = 0; q < D * V; q++) m.W_U[q] = (float)qgauss();
+        for (int v = 0; v < V; v++) m.b_U[v] = (float)(0.5 * qgauss()), targets[v] = v;
+        lpe_backend *g = lpe_backend_create("cuda", &m, 4, 2, 0);
+        lpe_qld_opts o;
+        lpe_qld_opts_default(&o);
+        o.variant = variant, o.block_rows = 20, o.seed = 99;
+        lpe_qld_pairs job;
+        lpe_qld_prepare(&job, info, dirs, act, m.W_U, m.b_U, targets, V, n, D, V, &o);
+        lpe_qld_count_pairs(host, &job, m.W_U, m.b_U);
+        g->qld_pairs(g, dev, &job);
+        lpe_qld_whiten(mu, A, act, n, D, o.ridge);
+        lpe_qld_rows(z, act, mu, A, n, D, variant);
+        lpe_qld_pullback(P, c, m.W_U, m.b_U, mu, A, D, V);
+        for (int t = 0; t < V; t++) {
+            CHECK(dev[t] == host[t], "variant %d n %d rep %d target %d: device %lld, host %lld",
+                  variant, n, rep, t, (long long)dev[t], (long long)host[t]);
+            if (t < n_brute) {
+                int64_t want = lpe_qld_count_brute(z, dirs + (size_t)t * D, P, c, t, n, V, D, variant);
+                CHECK(dev[t] == want, "variant %d n %d rep %d target %d: device %lld, definition %lld",
+                      variant, n, rep, t, (long long)dev[t], (long long)want);
+            }
+            total += dev[t];
+            n_mid += dev[t] > 0 && dev[t] < (int64_t)n * n;
+        }
+        lpe_qld_pairs_free(&job);
+        lpe_backend_destroy(g);
+    }
+    printf("  qld random (variant %d, n %d, D %d, V %d): %lld pairs, %lld nontrivial targets\n",
+           variant, n, D, V, (long long)total, (long long)n_mid);
+    CHECK(n_mid >= reps, "variant %d: only %lld nontrivial targets", variant, (long long)n_mid);
+    free(act), free(targets), free(host), free(dev), free(z), free(P), free(c), free(dirs);
+    free(mu), free(A), free(info);
+    lpe_model_free(&m);
+}
+
+static void gld_target_logits(long long n, int D, int V, int T) {
+    lpe_model m;
+    unembed_model(&m, D, V);
+    for (int v = 0; v < V; v++) m.b_U[v] = (float)(0.3 * qgauss());
+    float *act = calloc((size_t)n * D, sizeof *act);
+    for (size_t q = 0; q < (size_t)n * D; q++) act[q] = (float)qgauss();
+    int32_t *tg = calloc(T, sizeof *tg);
+    for (int t = 0; t < T; t++) tg[t] = (int32_t)qrand((uint32_t)V);
+    tg[0] = V - 1;
+    double *oc = calloc((size_t)n * T, sizeof *oc), *og = calloc((size_t)n * T, sizeof *og);
+    lpe_backend *c = lpe_backend_create("cpu", &m, 4, 2, 0);
+    lpe_backend *g = lpe_backend_create("cuda", &m, 4, 2, 0);
+    c->target_logits(c, oc, act, tg, n, T);
+    for (size_t q = 0; q < (size_t)n * T; q++) og[q] = NAN; /* every entry must be written */
+    g->target_logits(g, og, act, tg, n, T);
+    double worst = 0; /* largest error as a fraction of its bound (NaN-keeping) */
+    for (long long i = 0; i < n; i++)
+        for (int t = 0; t < T; t++) {
+            double S = fabs(m.b_U[tg[t]]);
+            for (int d = 0; d < D; d++)
+                S += fabs((double)act[(size_t)i * D + d] * m.W_U[(size_t)d * V + tg[t]]);
+            double bound = 2.0 * (D + 1) * 0x1p-53 * S + 1e-300;
+            worst = check_nanmax(worst, fabs(og[i * T + t] - oc[i * T + t]) / bound);
+        }
+    printf("  target_logits (n %lld, D %d, T %d): largest error %.3g of its bound\n", n, D, T, worst);
+    CHECK(worst <= 1, "target_logits: error %.3g of the bound (or NaN)", worst);
+    lpe_backend_destroy(g), lpe_backend_destroy(c);
+    free(act), free(tg), free(oc), free(og);
+    lpe_model_free(&m);
+}
+
+/* both backends: histogram of row ranges of one forward = counts of its argmax output */
+static void argmax_hist(void) {
+    lpe_model m;
+    lpe_model_init_random(&m, &small, 3);
+    const int B = 37, k = 5, V = small.d_vocab;
+    int32_t *tok = calloc((size_t)B * k, sizeof *tok), am[37];
+    random_tokens(tok, B * k, V, 9);
+    uint64_t *h = calloc(V, sizeof *h), *want = calloc(V, sizeof *want);
+    const char *names[2] = {"cpu", "cuda"};
+    for (int w = 0; w < 2; w++) {
+        lpe_backend *be = lpe_backend_create(names[w], &m, B, k, 0);
+        memset(want, 0, V * sizeof *want);
+        for (int rep = 0; rep < 2; rep++) { /* two forwards accumulate */
+            be->load_tokens(be, tok + (size_t)rep * 3 * k, B - 3 * rep);
+            lpe_fwd_out o = {.argmax = am};
+            be->forward(be, &o, NULL, B - 3 * rep, 0);
+            be->argmax_hist_add(be, 0, 10);
+            be->argmax_hist_add(be, 10, B - 3 * rep);
+            be->argmax_hist_add(be, 4, 7); /* rows 4..6 twice */
+            for (int b = 0; b < B - 3 * rep; b++) want[am[b]] += 1 + (b >= 4 && b < 7);
+        }
+        for (int v = 0; v < V; v++) h[v] = 1000; /* take adds */
+        be->argmax_hist_take(be, h);
+        int same = 1;
+        for (int v = 0; v < V; v++) same &= h[v] == 1000 + want[v];
+        CHECK(same, "%s: argmax histogram differs from the argmax output's counts", names[w]);
+        memset(h, 0, V * sizeof *h);
+        be->argmax_hist_take(be, h);
+        int zero = 1;
+        for (int v = 0; v < V; v++) zero &= h[v] == 0;
+        CHECK(zero, "%s: take did not reset the histogram", names[w]);
+        lpe_backend_destroy(be);
+    }
+    free(tok), free(h), free(want);
+    lpe_model_free(&m);
+}
+
+static void test_unembed_ops(void) {
+    qld_dyadic(LPE_QLD_PAPER);
+    qld_dyadic(LPE_QLD_ARC);
+    qld_random(LPE_QLD_PAPER, 48, 3, 9, 4, 9);
+    qld_random(LPE_QLD_ARC, 48, 3, 9, 4, 9);
+    qld_random(LPE_QLD_PAPER, quick ? 100 : 300, 16, 70, 1, 3); /* 3 target groups, partial tiles */
+    gld_target_logits(quick ? 2000 : 70000, 24, 53, 5);      /* 70000: two chunks of 65536 */
+    argmax_hist();
+}
+/* ---- end qld-dev block ---- */
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--child")) {
         if (!strcmp(argv[2], "bad_token")) bad_token();
@@ -606,6 +892,7 @@ int main(int argc, char **argv) {
     int n = quick ? 5 : (int)(sizeof shapes / sizeof *shapes);
     if (quick) shapes[0].truth_n = 2000; /* under compute-sanitizer every launch is slow */
     for (int i = 0; i < n; i++) test_shape(&shapes[i]);
+    test_unembed_ops(); /* qld-dev: qld_pairs, target_logits, argmax histogram */
 
     /* batch sizing: the size table grows with the batch; the default budget fits gelu-1l */
     lpe_model_config g1 = shapes[n - 1].cfg;

@@ -155,6 +155,15 @@ template <typename T> inline T emu_shfl_xor(T v, int o) {
 }
 #define __shfl_xor_sync(mask, v, o) emu_shfl_xor((v), (o))
 
+/* ---- atomics (qld-dev: the argmax histogram, QLD's pair counts) ---------------------------- */
+/* Threads switch only at barriers and shuffles, so a plain read-modify-write is atomic here. */
+inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) {
+    unsigned long long old = *p;
+    *p = old + v;
+    return old;
+}
+/* ---- end atomics (qld-dev) ---- */
+
 template <typename F> inline void emu_call(void *f) { (*(F *)f)(); }
 
 /* run body for every (block, thread): blocks in order, a block's threads as fibers. A launch
