@@ -135,12 +135,12 @@ __global__ static void k_qld_count(qld_args a, int i0) {
                 int c = tx + 16 * b, v = v0 + c;
                 Ls[ty + 16 * h][c] = a.b_U && v < V ? acc[h][b] + a.b_U[v] : acc[h][b];
             }
-        for (int e = tid; e < QLD_TG * QLD_VC; e += QLD_THREADS) {
+        for (int e = tid; e < nt * QLD_VC; e += QLD_THREADS) {
             int i = e / QLD_VC, c = e % QLD_VC, v = v0 + c; /* 0 outside: no constraint */
-            s_ri[i][c] = i < nt && v < V ? a.rinv[(size_t)(i0 + i) * V + v] : 0.0f;
+            s_ri[i][c] = v < V ? a.rinv[(size_t)(i0 + i) * V + v] : 0.0f;
         }
         __syncthreads();
-        for (int p = tid; p < QLD_TG * QLD_RB; p += QLD_THREADS) {
+        for (int p = tid; p < nt * QLD_RB; p += QLD_THREADS) { /* the launch's targets only */
             int i = p / QLD_RB, r = p % QLD_RB;
             float lo = s_lo[i][r], hi = s_hi[i][r], lt = s_lt[i][r];
             for (int c = 0; c < QLD_VC; c++) {

@@ -81,6 +81,10 @@ bin/lpe dist random --out "$W/d.h5" --name t --vocab 48262 --k 33 --support 3000
 NT=$((1 << 22))
 step truth_gelu1l 60 bin/lpe truth --backend cuda --model "$W/g1.h5" --dist "$W/d.h5" --name t \
   --samples $NT --batch 4096 --out "$W/t.h5" --force
+# ---- qld-dev: QLD's fused pair count and GLD's target logits at gelu-1l's unembedding shape,
+# device against host (seconds and counts); the argmax histogram is in truth_gelu1l above ----
+step qld_bench 90 bin/tests/test_cuda_backend --bench-unembed 16384
+# ---- end qld-dev ----
 
 # ---- ITGIS on the device (issue 10) --------------------------------------------------------
 # itgis_cuda: ITGIS's inner loop on the GPU (kernels/cuda_itgis.cu) on the gelu-1l-shaped model,
@@ -130,4 +134,5 @@ done
 # ITGIS (issue 10): samples/s of the device loop, and the CPU/CUDA comparison
 grep -h 'itgis: .* model calls/s' "$LOG/itgis_cuda.log" 2>/dev/null | sed 's/^/  itgis gelu-1l k33 (cuda): /'
 grep -h 'max relative difference' "$LOG/itgis_cmp.log" 2>/dev/null | sed 's/^/  /'
+grep -h -e '^bench-unembed: qld_pairs' -e '^bench-unembed: target_logits' "$LOG/qld_bench.log" 2>/dev/null | sed 's/^bench-unembed: /  unembed: /' # qld-dev
 echo "  logs: $LOG   total $(( $(date +%s) - T0 ))s"

@@ -375,6 +375,42 @@ static void no_cuda(void) {
     lpe_backend_create("cuda", &m, 2, 3, 0);
 }
 
+/* ---- argmax histogram (qld-dev): argmax_hist_add over row ranges of two forwards, then take,
+ * against the counts of the forwards' argmax outputs; take adds to counts and resets ---- */
+static void test_argmax_hist(void) {
+    lpe_model m;
+    lpe_model_init_random(&m, &small, 3);
+    const int V = small.d_vocab;
+    int32_t *tok = calloc((size_t)B * K, sizeof *tok), am[B];
+    random_tokens(tok, B * K, V, 31);
+    uint64_t *h = calloc(V, sizeof *h), *want = calloc(V, sizeof *want);
+    lpe_backend *be = lpe_backend_create("cpu", &m, B, K, 0);
+    for (int rep = 0; rep < 2; rep++) {
+        int nb = B - 3 * rep;
+        be->load_tokens(be, tok + (size_t)rep * 3 * K, nb);
+        lpe_fwd_out o = {.argmax = am};
+        be->forward(be, &o, NULL, nb, 0);
+        be->argmax_hist_add(be, 0, 10);
+        be->argmax_hist_add(be, 10, nb);
+        be->argmax_hist_add(be, 4, 7); /* rows 4..6 twice */
+        be->argmax_hist_add(be, 5, 5); /* empty */
+        for (int b = 0; b < nb; b++) want[am[b]] += 1 + (b >= 4 && b < 7);
+    }
+    for (int v = 0; v < V; v++) h[v] = 7;
+    be->argmax_hist_take(be, h);
+    int same = 1, zero = 1, nz = 0;
+    for (int v = 0; v < V; v++) same &= h[v] == 7 + want[v], nz += want[v] > 0;
+    CHECK(same && nz >= 2, "argmax histogram differs from the argmax outputs' counts (%d bins)", nz);
+    memset(h, 0, V * sizeof *h);
+    be->argmax_hist_take(be, h);
+    for (int v = 0; v < V; v++) zero &= h[v] == 0;
+    CHECK(zero, "take did not reset the histogram");
+    lpe_backend_destroy(be);
+    free(tok), free(h), free(want);
+    lpe_model_free(&m);
+}
+/* ---- end qld-dev block ---- */
+
 int main(void) {
     lpe_model_config shapes[] = {
         small,
@@ -391,6 +427,7 @@ int main(void) {
     const char *labels[] = {"2l-gelu", "1l-gelu_new-bU", "3l-relu-dh3", "2l-attn-only", "2l-d128"};
     for (int i = 0; i < 5; i++) test_model(&shapes[i], labels[i]);
     test_tiles();
+    test_argmax_hist(); /* qld-dev */
 
     CHECK(child_status(bad_token) == 2, "a token id >= V must exit 2");
     CHECK(child_status(nan_model) == 1, "non-finite logits must exit 1");

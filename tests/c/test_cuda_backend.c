@@ -833,6 +833,66 @@ static void argmax_hist(void) {
     lpe_model_free(&m);
 }
 
+/* `test_cuda_backend --bench-unembed [n]` (tools/gpu_check.sh): qld_pairs and target_logits at
+ * gelu-1l's unembedding shape (D 512, V 48262) on both backends, n activation rows (default
+ * 2^14), 8 targets: the seconds of each, and the counts compared (random activations: equal
+ * unless a sample lies within float32 rounding of a bound, see kernels/cuda_qld.cu; the
+ * number of differing targets is printed and must be small). Prints "bench-unembed: ..." lines. */
+static int bench_unembed(long long n) {
+    enum { D = 512, V = 48262, T = 8 };
+    lpe_model m;
+    unembed_model(&m, D, V);
+    float *act = calloc((size_t)n * D, sizeof *act);
+    for (size_t q = 0; q < (size_t)n * D; q++) act[q] = (float)(qgauss() * (1 + q % 7) * 0.3);
+    int32_t tg[T];
+    for (int t = 0; t < T; t++) tg[t] = (int32_t)(97 + 6007 * t);
+    lpe_backend *c = lpe_backend_create("cpu", &m, 4, 2, 0);
+    lpe_backend *g = lpe_backend_create("cuda", &m, 4, 2, 0);
+    lpe_qld_opts o;
+    lpe_qld_opts_default(&o);
+    lpe_qld_pairs job;
+    lpe_qld_dir info[T];
+    double t0 = lpe_now();
+    lpe_qld_prepare(&job, info, NULL, act, m.W_U, m.b_U, tg, T, (int)n, D, V, &o);
+    double t1 = lpe_now();
+    int64_t hc[T], dc[T];
+    c->qld_pairs(c, hc, &job);
+    double t2 = lpe_now();
+    g->qld_pairs(g, dc, &job);
+    double t3 = lpe_now();
+    g->qld_pairs(g, dc, &job); /* again: without the first call's start-up */
+    double t4 = lpe_now();
+    int ndiff = 0;
+    long long maxdiff = 0;
+    for (int t = 0; t < T; t++) {
+        long long d = (long long)(dc[t] > hc[t] ? dc[t] - hc[t] : hc[t] - dc[t]);
+        ndiff += d != 0;
+        if (d > maxdiff) maxdiff = d;
+        printf("bench-unembed: qld target %d: count device %lld host %lld\n", tg[t],
+               (long long)dc[t], (long long)hc[t]);
+    }
+    printf("bench-unembed: qld_pairs n %lld D %d V %d T %d: prepare %.2f s (host), host count "
+           "%.2f s, device %.3f s (first call %.3f s); %d target(s) differ, by at most %lld\n",
+           n, D, V, T, t1 - t0, t2 - t1, t4 - t3, t3 - t2, ndiff, maxdiff);
+    double *oc = calloc((size_t)n * T, sizeof *oc), *og = calloc((size_t)n * T, sizeof *og);
+    t0 = lpe_now();
+    c->target_logits(c, oc, act, tg, n, T);
+    t1 = lpe_now();
+    g->target_logits(g, og, act, tg, n, T);
+    t2 = lpe_now();
+    double worst = 0;
+    for (size_t q = 0; q < (size_t)n * T; q++)
+        worst = check_nanmax(worst, fabs(og[q] - oc[q]) / (fabs(oc[q]) + 1e-300));
+    printf("bench-unembed: target_logits n %lld T %d: host %.3f s, device %.3f s, largest "
+           "relative difference %.2g\n", n, T, t1 - t0, t2 - t1, worst);
+    lpe_qld_pairs_free(&job);
+    lpe_backend_destroy(g), lpe_backend_destroy(c);
+    free(act), free(oc), free(og);
+    lpe_model_free(&m);
+    /* a few near-boundary samples may move; more means a real difference */
+    return ndiff <= 2 && maxdiff <= 16 && worst < 1e-12 ? 0 : 1;
+}
+
 static void test_unembed_ops(void) {
     qld_dyadic(LPE_QLD_PAPER);
     qld_dyadic(LPE_QLD_ARC);
@@ -849,6 +909,10 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[2], "bad_token")) bad_token();
         if (!strcmp(argv[2], "nan_model")) nan_model();
         return 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], "--bench-unembed")) { /* qld-dev: tools/gpu_check.sh */
+        if (!lpe_backend_available("cuda")) return printf("SKIP: no CUDA device\n"), 0;
+        return bench_unembed(argc >= 3 ? atoll(argv[2]) : 1 << 14);
     }
     if (!lpe_backend_available("cuda")) {
 #ifdef LPE_HAVE_CUDA
