@@ -835,17 +835,29 @@ static void argmax_hist(void) {
 
 /* `test_cuda_backend --bench-unembed [n]` (tools/gpu_check.sh): qld_pairs and target_logits at
  * gelu-1l's unembedding shape (D 512, V 48262) on both backends, n activation rows (default
- * 2^14), 8 targets: the seconds of each, and the counts compared (random activations: equal
- * unless a sample lies within float32 rounding of a bound, see kernels/cuda_qld.cu; the
- * number of differing targets is printed and must be small). Prints "bench-unembed: ..." lines. */
+ * 2^14), 8 targets (argmax tokens of the first rows): the seconds of each, and the results
+ * compared (counts: equal unless a sample lies within float32 rounding of a bound, see
+ * kernels/cuda_qld.cu; exit 1 beyond the allowance below). Prints "bench-unembed: ..." lines. */
 static int bench_unembed(long long n) {
     enum { D = 512, V = 48262, T = 8 };
     lpe_model m;
     unembed_model(&m, D, V);
     float *act = calloc((size_t)n * D, sizeof *act);
     for (size_t q = 0; q < (size_t)n * D; q++) act[q] = (float)(qgauss() * (1 + q % 7) * 0.3);
-    int32_t tg[T];
-    for (int t = 0; t < T; t++) tg[t] = (int32_t)(97 + 6007 * t);
+    int32_t tg[T]; /* the argmax of rows 0, 1, ... (distinct): each target has some pairs */
+    for (int t = 0, j = 0; t < T && j < n; j++) {
+        int best = 0;
+        double bl = -INFINITY;
+        for (int v = 0; v < V; v++) {
+            double l = m.b_U[v];
+            for (int d = 0; d < D; d++) l += (double)act[(size_t)j * D + d] * m.W_U[(size_t)d * V + v];
+            if (l > bl) bl = l, best = v;
+        }
+        int dup = 0;
+        for (int q = 0; q < t; q++) dup |= tg[q] == best;
+        if (!dup) tg[t++] = best;
+        if (j == n - 1) while (t < T) tg[t] = (int32_t)(97 + 6007 * t), t++;
+    }
     lpe_backend *c = lpe_backend_create("cpu", &m, 4, 2, 0);
     lpe_backend *g = lpe_backend_create("cuda", &m, 4, 2, 0);
     lpe_qld_opts o;
@@ -862,11 +874,14 @@ static int bench_unembed(long long n) {
     double t3 = lpe_now();
     g->qld_pairs(g, dc, &job); /* again: without the first call's start-up */
     double t4 = lpe_now();
-    int ndiff = 0;
+    /* a count moves only by samples within float32 rounding of a bound: qld_core.c's precision
+     * note puts that at ~1e-5 relative; allowed: 1e-4 relative plus 16 pairs */
+    int ndiff = 0, nbad = 0;
     long long maxdiff = 0;
     for (int t = 0; t < T; t++) {
         long long d = (long long)(dc[t] > hc[t] ? dc[t] - hc[t] : hc[t] - dc[t]);
         ndiff += d != 0;
+        nbad += (double)d > 16 + 1e-4 * (double)hc[t];
         if (d > maxdiff) maxdiff = d;
         printf("bench-unembed: qld target %d: count device %lld host %lld\n", tg[t],
                (long long)dc[t], (long long)hc[t]);
@@ -880,17 +895,23 @@ static int bench_unembed(long long n) {
     t1 = lpe_now();
     g->target_logits(g, og, act, tg, n, T);
     t2 = lpe_now();
-    double worst = 0;
-    for (size_t q = 0; q < (size_t)n * T; q++)
-        worst = check_nanmax(worst, fabs(og[q] - oc[q]) / (fabs(oc[q]) + 1e-300));
+    double worst = 0; /* as a fraction of the bound of kernels/cuda_unembed.cu */
+    for (long long i = 0; i < n; i++)
+        for (int t = 0; t < T; t++) {
+            double S = fabs(m.b_U[tg[t]]);
+            for (int d = 0; d < D; d++)
+                S += fabs((double)act[(size_t)i * D + d] * m.W_U[(size_t)d * V + tg[t]]);
+            double q = fabs(og[i * T + t] - oc[i * T + t]) / (2.0 * (D + 1) * 0x1p-53 * S + 1e-300);
+            worst = check_nanmax(worst, q);
+        }
     printf("bench-unembed: target_logits n %lld T %d: host %.3f s, device %.3f s, largest "
-           "relative difference %.2g\n", n, T, t1 - t0, t2 - t1, worst);
+           "difference %.2g of its bound\n", n, T, t1 - t0, t2 - t1, worst);
     lpe_qld_pairs_free(&job);
     lpe_backend_destroy(g), lpe_backend_destroy(c);
     free(act), free(oc), free(og);
     lpe_model_free(&m);
     /* a few near-boundary samples may move; more means a real difference */
-    return ndiff <= 2 && maxdiff <= 16 && worst < 1e-12 ? 0 : 1;
+    return nbad == 0 && worst <= 1 ? 0 : 1;
 }
 
 static void test_unembed_ops(void) {
