@@ -40,6 +40,7 @@
 #include "lpe/dist.h"
 #include "lpe/model.h"
 #include "lpe/qld_core.h"
+#include "lpe/walker_ops.h" /* walker operations (issue 10) */
 
 #ifdef __cplusplus /* the CUDA backend (kernels/, C++) includes this header */
 extern "C" {
@@ -177,6 +178,33 @@ struct lpe_backend {
     void (*argmax_hist_add)(lpe_backend *be, int r0, int r1);
     void (*argmax_hist_take)(lpe_backend *be, uint64_t *counts);
     /* ---- end argmax histogram ---- */
+
+    /* ---- walker operations (issue 10) ------------------------------------------------------
+     * The Metropolis-Hastings step of src/estimators/walkers.h as backend operations, so that no
+     * per-walker data crosses the host inside a chain's loop. The backend keeps, per walker row,
+     * the settings (lpe_walker_rows), the state (tokens and gradient: LPE_BUF_STATE), its score,
+     * margin and hit, the last decision, and MHIS's statistics (lpe_walker_stats). Needs
+     * LPE_BE_GRAD | LPE_BE_STATE and a distribution (use_dist). gather_state carries all of it.
+     * The batch buffer is scratch for every one of them. */
+    /* rows 0 .. n-1 take the settings; with rows->tok, their states become those tokens: one
+     * forward and backward (n model calls), every row committed, accept 1, statistics reset. */
+    void (*walkers_set)(lpe_backend *be, const lpe_walker_rows *rows, int n);
+    /* one step of rows 0 .. rows-1 (rows model calls): walkers.h's move with Philox draws
+     * lpe_rng4(seed, stream, index, 2 step) (position, proposal) and (.., 2 step + 1) (accept) */
+    void (*walkers_step)(lpe_backend *be, int rows, uint64_t seed, long long step);
+    /* MHIS: every row q < rows adds its current state to its statistics (walker_ops.h's
+     * lpe_walker_stats_add with its beta; first: the step is in the first half of the record) */
+    void (*walkers_accum)(lpe_backend *be, int rows, int first);
+    /* statistics of rows 0 .. rows-1 to the host */
+    void (*walkers_stats)(lpe_backend *be, lpe_walker_stats *out, int rows);
+    /* per-row score, margin, hit, accept to the host (the view's non-NULL arrays) */
+    void (*walkers_read)(lpe_backend *be, const lpe_walker_view *out, int rows);
+    /* thinned chains: start copying rows' state tokens, scores and decisions out (on a GPU
+     * asynchronously, while the next steps run); walkers_snapshot_get waits for the copy and
+     * points at it. Every snapshot is taken by one get before the next snapshot. */
+    void (*walkers_snapshot)(lpe_backend *be, int rows);
+    void (*walkers_snapshot_get)(lpe_backend *be, lpe_walker_snap *out);
+    /* ---- end walker operations (issue 10) ---- */
 };
 
 /* The table: entries in order of preference for "auto" (the first available one wins). */

@@ -261,6 +261,7 @@ static void op_gather_state(lpe_backend *be, const int32_t *src, int B) {
     memcpy(c->state_tok, c->tok, (size_t)B * k * sizeof *c->tok);
     if (with_grad) memcpy(c->state_grad, c->grad, (size_t)B * kD * sizeof *c->grad);
     c->grad_valid = 0;
+    cpu_walkers_gather(c, src, B); /* walker operations (issue 10) */
 }
 
 static void op_get_logits(lpe_backend *be, float *logits, int B) {
@@ -282,6 +283,7 @@ static void op_destroy(lpe_backend *be) {
     cpu_itgis_free(c); /* ITGIS (issue 10) */
     lpe_free_aligned(c->bmem);
     lpe_free_aligned(c->smem);
+    cpu_walkers_free(c); /* walker operations (issue 10) */
     free(c);
     free(be);
 }
@@ -382,6 +384,7 @@ static lpe_backend *cpu_create(lpe_weights *w, int max_batch, int k, int flags) 
     cpu_itgis_install(be); /* ITGIS (issue 10) */
     be->argmax_hist_add = cpu_argmax_hist_add; /* argmax histogram (qld-dev) */
     be->argmax_hist_take = cpu_argmax_hist_take;
+    cpu_walkers_install(be); /* walker operations (issue 10) */
     return be;
 }
 

@@ -97,6 +97,8 @@ typedef struct {
     /* ---- argmax histogram (qld-dev; batch lifetime class) ---- */
     int32_t *am_last;    /* [Bm] argmax of the last forward's rows */
     uint64_t *am_hist;   /* [V] backend.h: argmax_hist_add / argmax_hist_take */
+
+    struct cpu_walk *walk; /* walker operations (issue 10): cpu_walkers.c, made on first use */
 } cpu_impl;
 
 /* Bytes of the batch and state allocations for a config (batch_for_budget and create agree). */
@@ -128,6 +130,15 @@ void cpu_qld_pairs(lpe_backend *be, int64_t *count, const lpe_qld_pairs *job);
 /* ---- argmax histogram (qld-dev): cpu_argmax_hist.c, the backend's argmax_hist_add / take ---- */
 void cpu_argmax_hist_add(lpe_backend *be, int r0, int r1);
 void cpu_argmax_hist_take(lpe_backend *be, uint64_t *counts);
+
+/* ---- walker operations (issue 10): cpu_walkers.c ---- */
+/* the backend's walkers_* entries (backend.h) into be */
+void cpu_walkers_install(lpe_backend *be);
+/* gather_state's part: the walker rows' settings, results and statistics (rows b < B take row
+ * src[b]'s); destroy's part: free them */
+void cpu_walkers_gather(cpu_impl *c, const int32_t *src, int B);
+void cpu_walkers_free(cpu_impl *c);
+/* ---- end walker operations ---- */
 
 /* kernels.c: row-major products and the elementwise pieces.
  * C[M, N] (ldc) = A[M, K] (lda) @ op(B) + beta * C, op(B) = B [K, N] (ldb) or B^T (B [N, K]). */

@@ -22,10 +22,12 @@
  * D when recording began: lengthen the burn-in (burn_in_sweeps).
  *
  * All targets advance together: walker rows of many targets share each backend call, and the
- * walker state (tokens and gradient) stays in the backend (LPE_BUF_STATE); only the chosen
- * position's scores come back to the host. The step is walkers.h's (shared with ams and smc),
- * with the proposal tilt equal to the target's 1/T and no level. Walker rows beyond the backend's batch are run in
- * chunks, one after another (walkers are independent).
+ * walker state (tokens and gradient) stays in the backend (LPE_BUF_STATE), with the statistics
+ * above (walkers_accum): nothing per walker comes to the host inside a chunk's loop but the
+ * thinned chains, when saved (walkers_snapshot: on a GPU copied out while the next steps run).
+ * The step is walkers.h's (shared with ams and smc), with the proposal tilt equal to the
+ * target's 1/T and no level. Walker rows beyond the backend's batch are run in chunks, one after
+ * another (walkers are independent).
  *
  * Randomness: walker w of target t uses stream lpe_stream(LPE_STREAM_MHIS, token id of t),
  * index w; step s draws with sub = 2s (position, proposal) and 2s + 1 (acceptance); the initial
@@ -83,29 +85,10 @@ static void mhis_parse(void *opts, const lpe_params *p) {
     o->chain_stride = lpe_param_int(p, "chain_stride");
 }
 
-static inline double lse_add(double acc, double x) {
-    if (x == -INFINITY) return acc;
-    if (acc == -INFINITY) return x;
-    return acc > x ? acc + log1p(exp(x - acc)) : x + log1p(exp(acc - x));
-}
-
-typedef struct { /* Welford moments of s */
-    double n, mean, m2;
-} moments;
-
-static void moments_add(moments *m, double x) {
-    m->n += 1;
-    const double d = x - m->mean;
-    m->mean += d / m->n;
-    m->m2 += d * (x - m->mean);
-}
-
-typedef struct {
-    double log_a, log_b;      /* log sum 1[hit] e^{-s/T}, log sum e^{-s/T} over recorded steps */
-    moments all, first;       /* s over the recorded steps, and over their first half (R-hat) */
-    double accepts, proposals;
-    double hits;
-} walker_stats;
+/* the per-walker statistics: lpe_walker_stats (lpe/walker_ops.h), kept in the backend during a
+ * chunk (walkers_accum) and read once at its end */
+typedef lpe_walker_stats walker_stats;
+typedef lpe_moments moments;
 
 typedef struct { /* the chain datasets, when saved */
     hid_t tokens, score, accept, target, walker, step;
@@ -144,9 +127,10 @@ typedef struct {
     long long burn, stride, steps;
     lpe_walkers w;       /* R rows: walker state, proposals, acceptance */
     int32_t *ibuf;       /* [3, R] chain columns */
-    float *scol;         /* [R] chain score column */
     walker_stats *ws;    /* [T, W] */
     chain_out chains;
+    int snap;            /* a snapshot of the chains is on its way (walkers_snapshot) */
+    long long snap_c0, snap_st; /* its chunk and step */
 } mhis_state;
 
 static void mhis_init(mhis_state *s, const lpe_est_ctx *ctx) {
@@ -164,9 +148,8 @@ static void mhis_init(mhis_state *s, const lpe_est_ctx *ctx) {
         s->burn = (long long)ceil(o->burn_in_sweeps * s->w.n_mov);
     s->steps = s->burn + (ctx->budget + s->W - 1) / s->W;
     s->ibuf = lpe_calloc((size_t)s->R * 3, sizeof *s->ibuf);
-    s->scol = lpe_calloc((size_t)s->R, sizeof *s->scol);
     s->ws = lpe_calloc((size_t)s->T * s->W, sizeof *s->ws);
-    for (long long i = 0; i < (long long)s->T * s->W; i++) s->ws[i].log_a = s->ws[i].log_b = -INFINITY;
+    for (long long i = 0; i < (long long)s->T * s->W; i++) lpe_walker_stats_reset(&s->ws[i]);
     if (s->save) chain_open(&s->chains, (hid_t)ctx->out_group, s->k);
 }
 
@@ -184,39 +167,39 @@ static void mhis_chunk_start(mhis_state *s, long long c0, int nr) {
                         (1ull << 62) + w->index[q], 1);
     }
     w->n = nr;
-    lpe_walkers_eval(w);
+    w->mirror = 0; /* the statistics are kept in the backend */
+    lpe_walkers_eval(w); /* also resets the rows' statistics */
 }
 
-/* After burn-in: every walker's step into its statistics; every stride-th step into the chains. */
-static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
-    if (st < s->burn) return;
-    const lpe_walkers *wk = &s->w;
+/* The snapshot on its way into the chain datasets (rows of chunk snap_c0 at step snap_st). */
+static void chains_flush(mhis_state *s) {
+    if (!s->snap) return;
+    lpe_walker_snap sn;
+    s->be->walkers_snapshot_get(s->be, &sn);
+    s->snap = 0;
+    const int R = s->R, nr = sn.rows;
     for (int q = 0; q < nr; q++) {
-        walker_stats *w = &s->ws[c0 + q];
-        const double c = wk->score[q];
-        w->accepts += wk->accept[q];
-        w->proposals += 1;
-        const double e = -c * s->inv_T;
-        w->log_b = lse_add(w->log_b, e);
-        if (wk->hit[q]) w->log_a = lse_add(w->log_a, e);
-        w->hits += wk->hit[q];
-        moments_add(&w->all, c);
-        if (2 * (st - s->burn) < s->steps - s->burn) moments_add(&w->first, c);
+        s->ibuf[q] = s->w.target[q];
+        s->ibuf[R + q] = (int32_t)((s->snap_c0 + q) % s->W);
+        s->ibuf[2 * R + q] = (int32_t)(s->snap_st - s->burn);
     }
-    if (!s->save || (st - s->burn) % s->stride != 0) return;
-    const int R = s->R;
-    for (int q = 0; q < nr; q++) {
-        s->scol[q] = wk->score[q];
-        s->ibuf[q] = wk->target[q];
-        s->ibuf[R + q] = (int32_t)((c0 + q) % s->W);
-        s->ibuf[2 * R + q] = (int32_t)(st - s->burn);
-    }
-    lpe_h5_stream_append(s->chains.tokens, H5T_NATIVE_INT32, s->k, nr, wk->tok);
-    lpe_h5_stream_append(s->chains.score, H5T_NATIVE_FLOAT, 0, nr, s->scol);
-    lpe_h5_stream_append(s->chains.accept, H5T_NATIVE_UINT8, 0, nr, wk->accept);
+    lpe_h5_stream_append(s->chains.tokens, H5T_NATIVE_INT32, s->k, nr, sn.tok);
+    lpe_h5_stream_append(s->chains.score, H5T_NATIVE_FLOAT, 0, nr, sn.score);
+    lpe_h5_stream_append(s->chains.accept, H5T_NATIVE_UINT8, 0, nr, sn.accept);
     lpe_h5_stream_append(s->chains.target, H5T_NATIVE_INT32, 0, nr, s->ibuf);
     lpe_h5_stream_append(s->chains.walker, H5T_NATIVE_INT32, 0, nr, s->ibuf + R);
     lpe_h5_stream_append(s->chains.step, H5T_NATIVE_INT32, 0, nr, s->ibuf + 2 * R);
+}
+
+/* After burn-in: every walker's step into its statistics (in the backend); every stride-th step
+ * into the chains (the previous snapshot is written while this one is copied). */
+static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
+    if (st < s->burn) return;
+    s->be->walkers_accum(s->be, nr, 2 * (st - s->burn) < s->steps - s->burn);
+    if (!s->save || (st - s->burn) % s->stride != 0) return;
+    chains_flush(s);
+    s->be->walkers_snapshot(s->be, nr);
+    s->snap = 1, s->snap_c0 = c0, s->snap_st = st;
 }
 
 /* Gelman-Rubin R-hat of s over W walkers: between-walker variance of the means against the mean
@@ -264,7 +247,7 @@ static void mhis_finish_target(const mhis_state *st, lpe_est_out *out, int t, do
 }
 
 static void mhis_finish(mhis_state *s, lpe_est_out *out) {
-    if (s->save) chain_close(&s->chains);
+    if (s->save) chains_flush(s), chain_close(&s->chains);
     double *acc_rate = lpe_est_out_diag(out, "acceptance_rate");
     double *rhat = lpe_est_out_diag(out, "rhat_score");
     double *rhat_first = lpe_est_out_diag(out, "rhat_score_first_half");
@@ -273,7 +256,7 @@ static void mhis_finish(mhis_state *s, lpe_est_out *out) {
     for (int t = 0; t < s->T; t++)
         mhis_finish_target(s, out, t, acc_rate, rhat, rhat_first, hitfrac, hits);
     lpe_walkers_free(&s->w);
-    free(s->ibuf), free(s->scol), free(s->ws);
+    free(s->ibuf), free(s->ws);
 }
 
 static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
@@ -292,6 +275,8 @@ static void mhis_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
             lpe_progress_update(&prog, (double)c0 * s.steps + (double)nr * (st + 1),
                                 (double)rows_total * s.steps, "walker steps");
         }
+        if (s.save) chains_flush(&s); /* before the next chunk's rows replace these */
+        s.be->walkers_stats(s.be, s.ws + c0, nr);
     }
     lpe_progress_end(&prog);
     mhis_finish(&s, out);

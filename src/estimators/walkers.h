@@ -1,8 +1,7 @@
 /* walkers.h: Metropolis-Hastings walkers on the backend's walker state, the move that MHIS, the
  * splitting estimator (ams) and tempered SMC (smc) share.
  *
- * Dimension legend: n = walker rows (<= the backend's max_batch), k = positions, NS = support
- *   size of the chosen position, MS = largest support.
+ * Dimension legend: n = walker rows (<= the backend's max_batch), k = positions.
  *
  * Row q targets pi_q(x) ∝ p(x) exp(beta_q e_q(x)) 1[m_q(x) > level_q], s_q the logit of the
  * row's target t_q, m_q(x) = s_q(x) - max_{v != t_q} l_v(x) its margin (level_q = -inf: no
@@ -23,9 +22,12 @@
  * position and proposal and (.., 2 st + 1) for the acceptance: a row's chain depends only on its
  * own key, never on which rows share the batch.
  *
- * Everything goes through backend operations (scores_at on the state and the batch, forward
- * with gradient, commit_state); only the chosen position's scores come to the host. A GPU
- * backend fuses the whole step later (issue 10); this composition is its reference.
+ * The step is one backend operation (walkers_step, backend.h: issue 10): positions, proposals,
+ * the model calls, the reverse proposals, the decisions and the commits stay in the backend,
+ * with the per-row settings and results. The host arrays below are mirrors: the settings are
+ * uploaded when they differ from the last ones uploaded (compared on the host: no transfer when
+ * nothing changed), and with `mirror` set (the default) every step reads the rows' results and
+ * state tokens back; MHIS clears it and keeps its statistics in the backend (walkers_accum).
  */
 #ifndef LPE_WALKERS_H
 #define LPE_WALKERS_H
@@ -35,11 +37,11 @@
 #include "lpe/backend.h"
 #include "lpe/estimator.h"
 
-enum { LPE_ENERGY_SCORE = 0, LPE_ENERGY_MARGIN = 1 }; /* what a row's beta tilts */
+/* LPE_ENERGY_SCORE, LPE_ENERGY_MARGIN: lpe/walker_ops.h (backend.h includes it) */
 
 /* e(x) of a row from its score s(x) and margin m(x) */
 static inline double lpe_walkers_energy(int kind, double score, double margin) {
-    return kind == LPE_ENERGY_MARGIN ? (margin < 0 ? margin : 0.0) : score;
+    return lpe_walker_energy(kind, score, margin);
 }
 
 typedef struct {
@@ -54,18 +56,19 @@ typedef struct {
     double *level;     /* [n] a move to margin <= level is rejected (-inf: none) */
     uint32_t *stream;  /* [n] Philox stream */
     uint64_t *index;   /* [n] Philox index */
-    /* the walker state (host mirror of the backend's), kept up to date by the functions below */
+    /* the walker state (host mirror of the backend's): set by eval and gather, and by every
+     * step while `mirror` is set; tok is also the input of eval */
     int32_t *tok;      /* [n, k] */
     float *score;      /* [n] s(x) */
     float *margin;     /* [n] m(x) */
     uint8_t *hit;      /* [n] argmax = target */
     uint8_t *accept;   /* [n] the last step's decision */
+    int mirror;        /* 1 (init): steps read results and tokens back; 0: they read nothing */
 
-    /* scratch */
-    int *movable, n_mov, MS;
-    int32_t *prop, *pos, *yloc, *xloc, *argmax;
-    float *sc, *tl, *mg;
-    double *lphi_fwd, *cdf;
+    int n_mov;         /* positions a step can change (support > 1; 1 when there are none) */
+    void *shadow;      /* the settings as last uploaded: [n] of each settings array, packed */
+    int32_t *gtmp;     /* [n, k] gather scratch */
+    int uploaded;      /* rows whose settings are in the backend (0: none yet) */
 } lpe_walkers;
 
 /* n rows on be (be->dist is D); rows start with beta 0, energy SCORE, tilt 0, level -inf, stream 0, index q. */
@@ -74,7 +77,8 @@ void lpe_walkers_free(lpe_walkers *w);
 /* The rows' tokens w->tok become the walker state: one forward and backward of all n rows
  * (n model calls), score, margin and hit set, every row committed. */
 void lpe_walkers_eval(lpe_walkers *w);
-/* One step of rows 0 .. rows-1 (rows model calls); returns the number of accepted moves. */
+/* One step of rows 0 .. rows-1 (rows model calls); returns the number of accepted moves (0
+ * when `mirror` is clear: the decisions stay in the backend). */
 int lpe_walkers_step(lpe_walkers *w, int rows, uint64_t seed, long long step);
 /* The particle methods' layout (ams, smc): G <= Gmax targets of N rows each. Checks N against
  * the backend's batch and the budget (errors name the INI line of `particles`); returns Gmax. */
@@ -87,5 +91,7 @@ void lpe_walkers_start(lpe_walkers *w, const lpe_est_ctx *ctx, int t0, int G, in
 /* Row q < rows becomes a copy of row src[q] (state in the backend, mirror and per-row settings;
  * resampling): no model call. */
 void lpe_walkers_gather(lpe_walkers *w, const int32_t *src, int rows);
+/* Uploads the rows' settings when they differ from the last uploaded (steps do it themselves). */
+void lpe_walkers_sync(lpe_walkers *w);
 
 #endif

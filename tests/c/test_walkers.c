@@ -8,7 +8,13 @@
  *     law: the same, and no recorded state below the level;
  *   - the margin energy pi ∝ p e^{beta min(m, 0)} (annealing towards the event): the same;
  *   - a row's chain is a function of its own key: the same rows in another order give the same
- *     states.
+ *     states;
+ *   - the backend's fused step (walkers_step, issue 10) against the composition it replaced
+ *     (walkers_composed.h): bit for bit the same tokens, scores, margins, hits and decisions
+ *     over hundreds of steps, with mixed targets, energies, betas, tilts and levels per row,
+ *     partial steps, a resampling gather and settings changed after it; MHIS's statistics
+ *     (walkers_accum) and snapshots equal to the host's from the composed chains; the same
+ *     with 4096 walkers.
  * Seeds are fixed; bounds: 64 walkers x 1500 correlated steps over 216 states, where iid draws
  * would give TV ~ 0.01; 0.04 leaves room for the correlation, and a wrong acceptance ratio or
  * an ignored level gives TV of the order of TV(p, pi) (0.2-0.6 here).
@@ -19,6 +25,7 @@
 
 #include "../../src/estimators/walkers.h"
 #include "check.h"
+#include "walkers_composed.h"
 #include "lpe/backend.h"
 #include "lpe/model.h"
 #include "lpe/philox.h"
@@ -255,6 +262,128 @@ static void test_gather(space *sp) {
     free(g1), free(g2);
 }
 
+/* row q's settings for the fused-vs-composed test: a mix of every kind of row */
+static void mixed_row(const space *sp, int q, int32_t *target, double *beta, double *tilt,
+                      double *level, uint8_t *energy, uint32_t *stream, uint64_t *index) {
+    static const double betas[4] = {0.0, 0.5, 1.5, 3.0}, tilts[3] = {0.0, 0.7, 1.5};
+    static const double levels[4] = {-INFINITY, -6.0, -2.0, 0.0};
+    *target = q % 3 == 2 ? (sp->target + 7) % 32 : sp->target;
+    *beta = betas[q % 4], *tilt = tilts[q % 3], *level = levels[(q / 4) % 4];
+    *energy = (uint8_t)(q % 2 ? LPE_ENERGY_MARGIN : LPE_ENERGY_SCORE);
+    *stream = lpe_stream(LPE_STREAM_TEST, (uint32_t)(q % 3)), *index = (uint64_t)q;
+}
+
+/* rows of the fused walkers (w, its backend) against the composed ones (c): mismatches */
+static int compare_rows(const lpe_walkers *w, const wcomp *c, int n, int k) {
+    int bad = 0;
+    for (int q = 0; q < n; q++)
+        bad += memcmp(w->tok + (size_t)q * k, c->tok + (size_t)q * k, sizeof(int32_t) * k) != 0 ||
+               memcmp(&w->score[q], &c->score[q], sizeof(float)) != 0 ||
+               memcmp(&w->margin[q], &c->margin[q], sizeof(float)) != 0 ||
+               w->hit[q] != c->hit[q] || w->accept[q] != c->accept[q];
+    return bad;
+}
+
+/* gather row q <- src[q] of the composed walkers' host arrays (the backend gathers its own) */
+#define WC_GATHER(a, n, src, width)                                                           \
+    do {                                                                                      \
+        void *t_ = malloc(sizeof *(a) * (size_t)(n) * (width));                                \
+        for (int q_ = 0; q_ < (n); q_++)                                                      \
+            memcpy((char *)t_ + sizeof *(a) * (size_t)q_ * (width),                            \
+                   (a) + (size_t)(src)[q_] * (width), sizeof *(a) * (width));                  \
+        memcpy((a), t_, sizeof *(a) * (size_t)(n) * (width));                                  \
+        free(t_);                                                                             \
+    } while (0)
+
+static void wcomp_gather(wcomp *c, lpe_walker_stats *ref, const int32_t *src, int n) {
+    c->be->gather_state(c->be, src, n);
+    WC_GATHER(c->tok, n, src, (size_t)c->k);
+    WC_GATHER(c->score, n, src, 1);
+    WC_GATHER(c->margin, n, src, 1);
+    WC_GATHER(c->hit, n, src, 1);
+    WC_GATHER(c->accept, n, src, 1);
+    WC_GATHER(c->target, n, src, 1);
+    WC_GATHER(c->beta, n, src, 1);
+    WC_GATHER(c->tilt, n, src, 1);
+    WC_GATHER(c->level, n, src, 1);
+    WC_GATHER(c->energy, n, src, 1);
+    WC_GATHER(c->stream, n, src, 1);
+    WC_GATHER(c->index, n, src, 1);
+    WC_GATHER(ref, n, src, 1);
+}
+
+/* n walkers, `steps` steps: the fused step against the composed one, bit for bit */
+static void test_fused(space *sp, int n, int steps) {
+    lpe_backend *bf = lpe_backend_create("cpu", &sp->m, n, sp->k, LPE_BE_GRAD | LPE_BE_STATE);
+    lpe_backend *bc = lpe_backend_create("cpu", &sp->m, n, sp->k, LPE_BE_GRAD | LPE_BE_STATE);
+    bf->use_dist(bf, &sp->d), bc->use_dist(bc, &sp->d);
+    lpe_walkers w;
+    wcomp c;
+    lpe_walkers_init(&w, bf, n);
+    wcomp_init(&c, bc, n);
+    lpe_walker_stats *ref = calloc((size_t)n, sizeof *ref), *got = calloc((size_t)n, sizeof *got);
+    int32_t *src = calloc((size_t)n, sizeof *src);
+    for (int q = 0; q < n; q++) {
+        mixed_row(sp, q, &w.target[q], &w.beta[q], &w.tilt[q], &w.level[q], &w.energy[q],
+                  &w.stream[q], &w.index[q]);
+        mixed_row(sp, q, &c.target[q], &c.beta[q], &c.tilt[q], &c.level[q], &c.energy[q],
+                  &c.stream[q], &c.index[q]);
+        memcpy(w.tok + (size_t)q * sp->k, sp->tok + (size_t)(q * 37 % sp->N) * sp->k, sizeof(int32_t) * sp->k);
+        memcpy(c.tok + (size_t)q * sp->k, w.tok + (size_t)q * sp->k, sizeof(int32_t) * sp->k);
+        lpe_walker_stats_reset(&ref[q]);
+    }
+    lpe_walkers_eval(&w);
+    wcomp_eval(&c);
+    int bad = compare_rows(&w, &c, n, sp->k), bad_steps = 0, acc = 0, snap_bad = 0;
+    for (int st = 0; st < steps; st++) {
+        if (st == steps / 2) { /* resampling, then new levels and indices (as ams does) */
+            for (int q = 0; q < n; q++) {
+                uint32_t u[4];
+                lpe_rng4(u, 3, lpe_stream(LPE_STREAM_TEST, 99), (uint64_t)q, 0);
+                src[q] = (int32_t)lpe_below(u[0], (uint32_t)n);
+            }
+            lpe_walkers_gather(&w, src, n);
+            wcomp_gather(&c, ref, src, n);
+            for (int q = 0; q < n; q += 3) {
+                w.level[q] = c.level[q] = c.margin[q] - 0.5;
+                w.index[q] = c.index[q] = (uint64_t)(n + q);
+            }
+        }
+        const int rows = st % 5 == 4 ? n / 2 + 1 : n; /* partial steps (ams moves its copies) */
+        const int a = lpe_walkers_step(&w, rows, 11, st), b = wcomp_step(&c, rows, 11, st);
+        const int first = st < steps / 2;
+        bf->walkers_accum(bf, n, first);
+        for (int q = 0; q < n; q++)
+            lpe_walker_stats_add(&ref[q], c.score[q], c.hit[q], c.accept[q], c.beta[q], first);
+        const int e = compare_rows(&w, &c, n, sp->k);
+        bad += e, bad_steps += e > 0 || a != b, acc += b;
+        if (st % 7 == 3) { /* a snapshot equals the composed state */
+            lpe_walker_snap sn;
+            bf->walkers_snapshot(bf, n);
+            bf->walkers_snapshot_get(bf, &sn);
+            snap_bad += sn.rows != n || memcmp(sn.tok, c.tok, sizeof(int32_t) * n * sp->k) ||
+                        memcmp(sn.score, c.score, sizeof(float) * n) || memcmp(sn.accept, c.accept, n);
+        }
+    }
+    bf->walkers_stats(bf, got, n);
+    int stats_bad = 0;
+    for (int q = 0; q < n; q++) stats_bad += memcmp(&got[q], &ref[q], sizeof *got) != 0;
+    printf("fused vs composed step, %d walkers x %d steps: %d accepted moves, %d rows differ, "
+           "%d steps differ, %d snapshots differ, %d statistics differ\n",
+           n, steps, acc, bad, bad_steps, snap_bad, stats_bad);
+    CHECK(bad == 0 && bad_steps == 0, "the fused step differs from the composed one: %d rows in %d steps",
+          bad, bad_steps);
+    CHECK(acc > steps * n / 20 && acc < steps * n, "acceptances %d of %d: the test moves too little",
+          acc, steps * n);
+    CHECK(snap_bad == 0, "%d snapshots differ from the composed state", snap_bad);
+    CHECK(stats_bad == 0, "%d walkers' statistics differ from the host's", stats_bad);
+    lpe_walkers_free(&w);
+    wcomp_free(&c);
+    free(ref), free(got), free(src);
+    lpe_backend_destroy(bf);
+    lpe_backend_destroy(bc);
+}
+
 int main(void) {
     space sp;
     space_make(&sp);
@@ -263,6 +392,8 @@ int main(void) {
     test_laws(&sp);
     test_row_independence(&sp);
     test_gather(&sp);
+    test_fused(&sp, 48, 400);
+    test_fused(&sp, 4096, 12);
     space_free(&sp);
     return check_summary("test_walkers");
 }
