@@ -127,6 +127,8 @@ typedef struct {
     /* ---- end ITGIS (issue 10) ---- */
     /* ---- argmax histogram (qld-dev; batch lifetime class) ---- */
     unsigned long long *am_hist; /* [V] device: backend.h argmax_hist_add / take */
+
+    struct cuda_walk *walk; /* walker operations (issue 10): cuda_walkers.cu, made on first use */
 } cuda_impl;
 
 #define CUDA_SCORE_TILE 2048
@@ -168,6 +170,12 @@ void cuda_qld_pairs(lpe_backend *be, int64_t *count, const lpe_qld_pairs *job);
 /* ---- argmax histogram (qld-dev): cuda_argmax_hist.cu, the backend's argmax_hist_add / take ---- */
 void cuda_argmax_hist_add(lpe_backend *be, int r0, int r1);
 void cuda_argmax_hist_take(lpe_backend *be, uint64_t *counts);
+
+/* ---- walker operations (issue 10): cuda_walkers.cu (the contracts of src/cpu/cpu_walkers.c) */
+void cuda_walkers_install(lpe_backend *be);
+void cuda_walkers_gather(cuda_impl *c, const int32_t *src, int B); /* src: device [B] */
+void cuda_walkers_free(cuda_impl *c);
+/* ---- end walker operations ---- */
 
 /* cuda_gemm.cu: row-major C[M, N] (ldc) = A[M, K] (lda) @ op(B) + beta * C with
  * op(B) = B [K, N] (ldb) or, with transB, B^T (B [N, K]). FP32 products, FP32 accumulation. */

@@ -207,6 +207,7 @@ static void op_gather_state(lpe_backend *be, const int32_t *src, int B) {
         d2d(c->state_grad, c->grad, (size_t)B * kD * sizeof *c->grad);
     }
     c->grad_valid = 0;
+    cuda_walkers_gather(c, c->gather_src, B); /* walker operations (issue 10) */
 }
 
 static void op_get_logits(lpe_backend *be, float *logits, int B) {
@@ -229,6 +230,7 @@ static void op_destroy(lpe_backend *be) {
     CU_CHECK(cudaFree(c->bmem));
     CU_CHECK(cudaFree(c->smem));
     CU_CHECK(cudaFree(c->dmem));
+    cuda_walkers_free(c); /* walker operations (issue 10) */
     free(c->h_stage);
     free(c->h_order);
     free(c->h_rows);
@@ -255,4 +257,5 @@ void cuda_ops_install(lpe_backend *be) {
     cuda_itgis_install(be); /* ITGIS (issue 10) */
     be->argmax_hist_add = cuda_argmax_hist_add; /* argmax histogram (qld-dev) */
     be->argmax_hist_take = cuda_argmax_hist_take;
+    cuda_walkers_install(be); /* walker operations (issue 10) */
 }

@@ -6,6 +6,8 @@
  *   - scores_at / scores_sum against float64 products of the CUDA backend's own gradient;
  *   - sample_tokens identical to lpe_dist_sample (the same Philox draws, bit for bit);
  *   - walker state: load_state, commit_state, gather_state, get_tokens / get_grad of the state;
+ *   - the fused walker step (issue 10): decisions, tokens, scores, MHIS statistics, snapshots
+ *     (check_walkers, its own comment);
  *   - ground truth (lpe_truth_sample) counts identical except for near-tie rows;
  *   - the ITGIS operations (issue 10) against the host loop on the CUDA backend's own state
  *     (check_itgis: tokens identical, log-weights, S and moments within derived bounds);
@@ -473,6 +475,168 @@ static void check_itgis(lpe_backend *g, const lpe_model *m, const lpe_dist *d, c
     ref_free(&ref);
 }
 /* ---- end ITGIS operations (issue 10) ------------------------------------------------------- */
+/* ---- walker operations (issue 10) -----------------------------------------------------------
+ * The fused Metropolis-Hastings step (walkers_set / step / accum / stats / read / snapshot, and
+ * gather_state carrying the rows' settings) of the CUDA backend against the CPU's, row by row,
+ * from the same starts with mixed targets, energies, betas, tilts and levels:
+ *   - decisions and state tokens identical, except near-ties: a pick (u < cdf[y]) or a decision
+ *     (log u < log ratio) reads float32 scores that differ within the bound above (~1e-5
+ *     relative here), so a row may leave the CPU's chain when its uniform falls that close to a
+ *     threshold: expected ~1e-5 per row and step, allowed 1 + 2% of the rows (a wrong kernel
+ *     moves almost every row off within a few steps). Such rows are left out from then on;
+ *   - the score and margin of the states within the logit bound (C = 2, S_v from a CPU forward
+ *     of the state; the margin: S_t + max_v S_v), MHIS's counts equal, its log-sum-exps and mean
+ *     within beta times / once the largest score bound. */
+static void logit_bounds(double *bs, double *bm, lpe_backend *cr, const int32_t *tok,
+                         const int32_t *tg, int n, int k) {
+    const lpe_model *m = cr->model;
+    const int D = m->cfg.d_model, V = m->cfg.d_vocab;
+    float *act = calloc((size_t)n * D, sizeof *act);
+    double *S = calloc(V, sizeof *S);
+    cr->load_tokens(cr, tok, n);
+    lpe_fwd_out o = {.act = act};
+    cr->forward(cr, &o, tg, n, 0);
+    const double f = bound_factor(&m->cfg, k, 2);
+    for (int q = 0; q < n; q++) {
+        logit_scale(S, m, act + (size_t)q * D);
+        double smax = 0;
+        for (int v = 0; v < V; v++) smax = fmax(smax, S[v]);
+        bs[q] = f * S[tg[q]], bm[q] = f * (S[tg[q]] + smax);
+    }
+    free(act), free(S);
+}
+
+typedef struct {
+    int32_t *tg, *tok, *src; /* [n], [n, k] settings' target and start, gather rows */
+    double *beta, *tilt, *level;
+    uint8_t *energy;
+    uint32_t *stream;
+    uint64_t *index;
+} wk_rows;
+
+static void wk_rows_make(wk_rows *r, const lpe_dist *d, int n, int V, int k) {
+    static const double betas[4] = {0.0, 0.5, 1.5, 3.0}, tilts[3] = {0.0, 0.7, 1.5};
+    static const double levels[4] = {-INFINITY, -8.0, -3.0, -1.0};
+    r->tg = calloc(n, 4), r->tok = calloc((size_t)n * k, 4), r->src = calloc(n, 4);
+    r->beta = calloc(n, 8), r->tilt = calloc(n, 8), r->level = calloc(n, 8);
+    r->energy = calloc(n, 1), r->stream = calloc(n, 4), r->index = calloc(n, 8);
+    lpe_dist_sample(r->tok, d, 5, lpe_stream(LPE_STREAM_TEST, 31), 0, n);
+    for (int q = 0; q < n; q++) {
+        r->tg[q] = (int32_t)((q * 5 + 1) % V);
+        r->beta[q] = betas[q % 4], r->tilt[q] = tilts[q % 3], r->level[q] = levels[(q / 4) % 4];
+        r->energy[q] = (uint8_t)(q % 2 ? LPE_ENERGY_MARGIN : LPE_ENERGY_SCORE);
+        r->stream[q] = lpe_stream(LPE_STREAM_TEST, (uint32_t)(q % 3)), r->index[q] = (uint64_t)q;
+        r->src[q] = (int32_t)((q * 7 + 3) % n);
+    }
+}
+
+static void wk_rows_free(wk_rows *r) {
+    free(r->tg), free(r->tok), free(r->src), free(r->beta), free(r->tilt), free(r->level);
+    free(r->energy), free(r->stream), free(r->index);
+}
+
+static void check_walkers(lpe_backend *g, lpe_backend *c, const lpe_dist *d, int n, int k,
+                          const char *label) {
+    const int V = g->model->cfg.d_vocab, S = quick ? 12 : 40;
+    lpe_backend *cr = lpe_backend_create("cpu", g->model, n, k, 0); /* bounds' forwards */
+    wk_rows r;
+    wk_rows_make(&r, d, n, V, k);
+    lpe_walker_rows wr = {r.tg, r.beta, r.energy, r.tilt, r.level, r.stream, r.index, r.tok};
+    lpe_backend *be[2] = {c, g};
+    float *sc[2], *mg[2];
+    uint8_t *hit[2], *acc[2], *off = calloc(n, 1);
+    int32_t *tok[2];
+    lpe_walker_stats *ws[2];
+    for (int i = 0; i < 2; i++) {
+        sc[i] = calloc(n, 4), mg[i] = calloc(n, 4), hit[i] = calloc(n, 1), acc[i] = calloc(n, 1);
+        tok[i] = calloc((size_t)n * k, 4), ws[i] = calloc(n, sizeof *ws[i]);
+        be[i]->walkers_set(be[i], &wr, n);
+    }
+    double *bs = calloc(n, 8), *bm = calloc(n, 8), worst = 0, tol_s = 0;
+    int n_off = 0, moved = 0, snaps_bad = 0, compared = 0;
+    for (int st = 0; st <= S; st++) {
+        if (st > 0) {
+            if (st == S / 2) { /* resampling, then settings only (as ams) */
+                for (int i = 0; i < 2; i++) be[i]->gather_state(be[i], r.src, n);
+                uint8_t *o2 = calloc(n, 1);
+                for (int q = 0; q < n; q++) o2[q] = off[r.src[q]];
+                memcpy(off, o2, n), free(o2);
+                int32_t *t2 = calloc(n, 4);
+                double *b2 = calloc(n, 8), *l2 = calloc(n, 8), *u2 = calloc(n, 8);
+                uint8_t *e2 = calloc(n, 1);
+                uint32_t *s2 = calloc(n, 4);
+                for (int q = 0; q < n; q++) {
+                    const int s0 = r.src[q];
+                    t2[q] = r.tg[s0], b2[q] = r.beta[s0], l2[q] = r.level[s0], u2[q] = r.tilt[s0];
+                    e2[q] = r.energy[s0], s2[q] = r.stream[s0];
+                    r.index[q] = (uint64_t)(1000 + q); /* new indices, as ams's copies */
+                }
+                lpe_walker_rows w2 = {t2, b2, e2, u2, l2, s2, r.index, NULL};
+                for (int i = 0; i < 2; i++) be[i]->walkers_set(be[i], &w2, n);
+                memcpy(r.tg, t2, n * 4); /* the bounds' targets follow the rows */
+                free(t2), free(b2), free(l2), free(u2), free(e2), free(s2);
+            }
+            for (int i = 0; i < 2; i++) {
+                be[i]->walkers_step(be[i], st % 4 == 3 ? n / 2 + 1 : n, 17, st);
+                be[i]->walkers_accum(be[i], n, st <= S / 2);
+            }
+        }
+        for (int i = 0; i < 2; i++) {
+            lpe_walker_view v = {sc[i], mg[i], hit[i], acc[i]};
+            be[i]->walkers_read(be[i], &v, n);
+            be[i]->get_tokens(be[i], tok[i], LPE_BUF_STATE, n);
+        }
+        for (int q = 0; q < n; q++) {
+            if (off[q]) continue;
+            if (acc[0][q] != acc[1][q] || memcmp(tok[0] + (size_t)q * k, tok[1] + (size_t)q * k, 4 * k))
+                off[q] = 1, n_off++;
+            moved += acc[0][q] && st > 0;
+        }
+        if (st % 10 == 0 || st == S) { /* scores and margins of the rows still together */
+            logit_bounds(bs, bm, cr, tok[0], r.tg, n, k);
+            for (int q = 0; q < n; q++) {
+                if (off[q]) continue;
+                compared++;
+                tol_s = fmax(tol_s, bs[q]);
+                worst = check_nanmax(worst, fabs(sc[0][q] - sc[1][q]) / bs[q]);
+                worst = check_nanmax(worst, fabs(mg[0][q] - mg[1][q]) / bm[q]);
+            }
+        }
+        if (st % 9 == 4) { /* snapshots: the states just read */
+            lpe_walker_snap sn;
+            g->walkers_snapshot(g, n);
+            g->walkers_snapshot_get(g, &sn);
+            snaps_bad += sn.rows != n || memcmp(sn.tok, tok[1], (size_t)n * k * 4) ||
+                         memcmp(sn.score, sc[1], (size_t)n * 4) || memcmp(sn.accept, acc[1], n);
+        }
+    }
+    int stats_bad = 0;
+    for (int i = 0; i < 2; i++) be[i]->walkers_stats(be[i], ws[i], n);
+    for (int q = 0; q < n; q++) {
+        if (off[q]) continue;
+        const lpe_walker_stats *a = &ws[0][q], *b = &ws[1][q];
+        const double tl = 3 * tol_s * 3.0 + 1e-12; /* beta <= 3 */
+        stats_bad += a->accepts != b->accepts || a->proposals != b->proposals || a->hits != b->hits ||
+                     a->all.n != b->all.n || a->first.n != b->first.n ||
+                     !(fabs(a->all.mean - b->all.mean) <= tol_s * 1.001 + 1e-12) ||
+                     !((a->log_b == b->log_b) || fabs(a->log_b - b->log_b) <= tl) ||
+                     !((a->log_a == b->log_a) || fabs(a->log_a - b->log_a) <= tl);
+    }
+    printf("  %-16s walkers: %d rows x %d steps, %d accepted moves; %d row(s) left the CPU's chain "
+           "(near-ties); scores/margins at %.3g of their bound over %d row checks\n",
+           label, n, S, moved, n_off, worst, compared);
+    CHECK(n_off <= 1 + n / 50, "%s: %d of %d walker rows left the CPU's chain", label, n_off, n);
+    CHECK(moved > n * S / 20, "%s: %d accepted moves in %d row-steps: the check moves too little",
+          label, moved, n * S);
+    CHECK(worst <= 1.0, "%s: walker scores or margins at %.3g of their bound", label, worst);
+    CHECK(snaps_bad == 0, "%s: %d snapshots differ from the states read", label, snaps_bad);
+    CHECK(stats_bad == 0, "%s: %d walkers' statistics differ", label, stats_bad);
+    for (int i = 0; i < 2; i++) free(sc[i]), free(mg[i]), free(hit[i]), free(acc[i]), free(tok[i]), free(ws[i]);
+    free(off), free(bs), free(bm);
+    wk_rows_free(&r);
+    lpe_backend_destroy(cr);
+}
+/* ---- end walker operations ---- */
 
 typedef struct {
     const char *label;
@@ -510,6 +674,7 @@ static void test_shape(const shape *s) {
     run_forward(&r2, g, tok, tgt, B, k); /* the batch gradient again, after use_dist */
     check_scores(g, &m, &d, r2.gr, B, k, s->label);
     check_sampling_and_state(g, c, &d, B, k, s->label);
+    check_walkers(g, c, &d, B, k, s->label); /* walker operations (issue 10) */
     if (s->truth_n) check_truth(g, c, &d, s->truth_n, s->label);
     check_itgis(g, &m, &d, s->label); /* ITGIS operations (issue 10) */
     free_res(&rc), free_res(&rg), free_res(&r2);

@@ -108,6 +108,27 @@ inline double __dadd_rn(double a, double b) { return a + b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 /* ---- end ITGIS (issue 10) ----------------------------------------------------------------- */
 
+/* ---- walker operations (issue 10): streams, async copies, pinned memory ----------------------
+ * Work runs at once on the host, so a stream is only a name, a copy is done when its call
+ * returns, and waiting on an event has nothing to wait for. */
+typedef struct emu_stream_s *cudaStream_t;
+enum { cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2, cudaHostAllocDefault = 0 };
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
+    *s = (cudaStream_t)calloc(1, 16);
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); return cudaSuccess; }
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned = 0) { return cudaSuccess; }
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { return cudaEventCreate(e); }
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) { *e = emu_now(); return cudaSuccess; }
+inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k,
+                                   cudaStream_t = 0) {
+    return cudaMemcpy(d, s, n, k);
+}
+inline cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { return cudaMalloc(p, n); }
+inline cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
+/* ---- end walker operations ---- */
+
 /* ---- kernels: launch, thread indices, barriers, shuffles ----------------------------------- */
 
 inline dim3 threadIdx, blockIdx, blockDim, gridDim;
