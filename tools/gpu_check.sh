@@ -116,6 +116,15 @@ print('itgis cpu', ea, 'hits', a['hits'][()]); print('itgis gpu', eb, 'hits', b[
 print('itgis max relative difference cpu vs cuda: %.3g' % rel.max())
 sys.exit(0 if np.all(np.isfinite(eb)) and rel.max() <= 1e-2 else 1)\""
 # ---- end ITGIS (issue 10) ------------------------------------------------------------------
+# ---- walker operations (issue 10): MHIS's fused step on the device, gelu-1l shape ----
+# (the CUDA-vs-CPU checks of the step are in test_cuda_backend and test_cuda_backend_cli above;
+# targets: the first four of ITGIS's)
+printf '%s\n' "[experiment]" "model = $W/g1.h5" "distributions = $W/d.h5" "names = t" \
+  "truth = none" "output = $W/mhis.h5" "seed = 1" "backend = cuda" "budget = 2^18" "[targets]" \
+  "list = $(echo "$tg" | cut -d, -f1-4)" "[method mhis]" "walkers = 4096" "burn_in = 16" \
+  "save_chains = true" "chain_stride = 8" > "$W/mhis.ini"
+step mhis_gelu1l 90 bin/lpe run --force "$W/mhis.ini"
+# ---- end walker operations ----
 
 echo
 echo "==== gpu_check summary ($(head -n 1 "$LOG/device.log"))"
@@ -135,4 +144,5 @@ done
 grep -h 'itgis: .* model calls/s' "$LOG/itgis_cuda.log" 2>/dev/null | sed 's/^/  itgis gelu-1l k33 (cuda): /'
 grep -h 'max relative difference' "$LOG/itgis_cmp.log" 2>/dev/null | sed 's/^/  /'
 grep -h -e '^bench-unembed: qld_pairs' -e '^bench-unembed: target_logits' "$LOG/qld_bench.log" 2>/dev/null | sed 's/^bench-unembed: /  unembed: /' # qld-dev
+grep -h 'mhis:' "$LOG/mhis_gelu1l.log" 2>/dev/null | sed 's/^/  walkers (issue 10): /'
 echo "  logs: $LOG   total $(( $(date +%s) - T0 ))s"

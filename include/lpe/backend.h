@@ -24,6 +24,9 @@
  *   scores_at / scores_sum       -> gradient scores g_j(y) = W_E[y] . ds/dr0_j   (methods.md §3)
  *   commit_state(accept)         -> for Markov chains: rows b with accept[b] replace walker b's
  *                                    kept tokens and gradient (the "state" buffer)
+ *   walkers_set / walkers_step   -> the whole Metropolis-Hastings step of MHIS, ams and smc
+ *                                    (src/estimators/walkers.h) inside the backend, with the
+ *                                    walkers' settings, results and MHIS's statistics (issue 10)
  * Products of host-given activations with the unembedding (QLD's pair count, GLD's target
  * logits) are backend operations too, so that no method multiplies by W_U itself.
  *
