@@ -75,7 +75,8 @@ typedef struct {
 void lpe_walkers_init(lpe_walkers *w, lpe_backend *be, int n);
 void lpe_walkers_free(lpe_walkers *w);
 /* The rows' tokens w->tok become the walker state: one forward and backward of all n rows
- * (n model calls), score, margin and hit set, every row committed. */
+ * (n model calls), score, margin and hit set, every row committed, the backend's statistics
+ * of the rows reset (walkers_accum). */
 void lpe_walkers_eval(lpe_walkers *w);
 /* One step of rows 0 .. rows-1 (rows model calls); returns the number of accepted moves (0
  * when `mirror` is clear: the decisions stay in the backend). */
