@@ -206,7 +206,7 @@ static void propose(lpe_backend *be, cpu_walk *w, int n, uint64_t seed, long lon
 
 /* Accept or reject rows q < n from the proposals' evaluation (tl, mg, argmax) and their scores
  * (sc, for the reverse proposal); accepted rows take the proposal's score, margin and hit. */
-static void decide(cpu_impl *c, cpu_walk *w, int n, uint64_t seed, long long st) {
+static void decide(cpu_walk *w, int n, uint64_t seed, long long st) {
     const lpe_dist *d = w->d;
     const int MS = w->MS;
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)n * MS)
@@ -233,7 +233,6 @@ static void decide(cpu_impl *c, cpu_walk *w, int n, uint64_t seed, long long st)
         w->margin[q] = w->mg[q];
         w->hit[q] = w->argmax[q] == w->target[q];
     }
-    (void)c;
 }
 
 static void op_walkers_step(lpe_backend *be, int rows, uint64_t seed, long long st) {
@@ -244,7 +243,7 @@ static void op_walkers_step(lpe_backend *be, int rows, uint64_t seed, long long 
     lpe_fwd_out fo = {.argmax = w->argmax, .target_logit = w->tl, .margin = w->mg};
     be->forward(be, &fo, w->target, rows, 1);
     cpu_scores_at(be, w->sc, w->MS, w->pos, LPE_BUF_BATCH, rows);
-    decide(c, w, rows, seed, st);
+    decide(w, rows, seed, st);
     be->commit_state(be, w->accept, rows);
 }
 
