@@ -192,7 +192,7 @@ static void chains_flush(mhis_state *s) {
 }
 
 /* After burn-in: every walker's step into its statistics (in the backend); every stride-th step
- * into the chains (the previous snapshot is written while this one is copied). */
+ * into the chains (the previous snapshot, copied out during the steps since, is written first). */
 static void mhis_record(mhis_state *s, long long c0, int nr, long long st) {
     if (st < s->burn) return;
     s->be->walkers_accum(s->be, nr, 2 * (st - s->burn) < s->steps - s->burn);
