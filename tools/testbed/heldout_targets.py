@@ -20,8 +20,9 @@ INI fragment of [method ...] sections), output results/testbed/tune/MODEL-FAMILY
 Usage: heldout_targets.py --model gelu-1l --methods FRAG.ini --tag TAG [--count 16]
            [--families 4] [--seed 12] [--out-dir experiments/testbed/tune]
        heldout_targets.py --table TAG [--model gelu-1l] [--reps 2000]
-           (the fitted-loss table over the families of one tag's results, joined; table.py's
-           bootstrap and paired shares)
+           (the fitted-loss table over the families of one tag's results, joined, with
+           table.py's bootstrap; from results/testbed/tune/, else the committed copies in
+           experiments/testbed/results/tune/)
 """
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ def table(a) -> None:
     sys.path.insert(0, str(ROOT / "tools" / "testbed"))
     import plot_results as pr  # noqa: F401
     import table as tb
-    files = sorted(RES.glob(f"{a.model}-*-{a.tag}.h5"))
+    files = sorted(RES.glob(f"{a.model}-*-{a.tag}.h5")) or \
+        sorted((TB / "results" / "tune").glob(f"{a.model}-*-{a.tag}.h5"))  # the committed copies
     if not files:
         sys.exit(f"heldout_targets.py: no results/testbed/tune/{a.model}-*-{a.tag}.h5")
     joined = None
