@@ -190,8 +190,11 @@ int main(void) {
      * run that finds the other basins is rarer than 1 in 32): unbiased, but the mass of the
      * estimate sits in runs too rare to see (methods.md §10). Same checks as above, every target
      * at both N, and the spread over all four targets.
-     * Negative control (run by hand, experiments/testbed/README.md issue 12): reweighting by the
-     * unclipped margin e^{db m} while moving on min(m, 0) fails the N = 256 check. */
+     * Negative controls (run by hand on a copy of smc.c, seeds as here, N = 256): the normaliser
+     * updated with the cumulative beta' instead of the increment beta' - beta puts target 24 80
+     * se low (and target 33 3.6 se) and fails; reweighting by the unclipped margin e^{db m} is
+     * NOT caught (identical means: in this schedule no particle is in the event while beta
+     * still moves). */
     const char *mv1[] = {"particles=64", "ess=0.5", "moves=2", "temperature=1.0", "energy=margin", "tilt_max=0.5"};
     const char *mv2[] = {"particles=256", "ess=0.5", "moves=2", "temperature=1.0", "energy=margin", "tilt_max=0.5"};
     runs(m1, sd1, &sp, "smc", tg, T, R1, 1 << 14, mv1, 6);
