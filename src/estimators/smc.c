@@ -38,8 +38,9 @@
  * factor e^{-beta e} is 1 there and P_hat = Z_hat x the weighted hit fraction: no score
  * correction, and as beta grows pi_beta tends to D restricted to the event. The incremental
  * weights e^{db e} are <= 1. The proposals' tilt is min(beta, tilt_max) on the gradient scores of
- * s (there are no margin scores): with margin energy beta runs to 1/T of 10-100, far hotter than
- * a useful proposal tilt.
+ * s (there are no margin scores): a sharp final law on the margin (1/T of 10 or more) is far
+ * hotter than a useful proposal tilt. Sharp laws also mix poorly (methods.md §10); the
+ * testbed's held-out tuning chose a mild 1/T = 0.5.
  */
 #include <math.h>
 #include <stdlib.h>
