@@ -44,10 +44,10 @@
 #include "walkers.h"
 
 static const lpe_param_spec ams_params[] = {
-    {"particles", LPE_P_INT, "128", 2, 1 << 24, 0, "N: particles per target"},
-    {"kill", LPE_P_DOUBLE, "0.1", 1e-9, 1, 0,
+    {"particles", LPE_P_INT, "128", 2, 1 << 24, 1, "N: particles per target"},
+    {"kill", LPE_P_DOUBLE, "0.1", 1e-9, 1, 1,
      "k / N: the level is the k-th smallest margin, k = max(1, round(kill N))"},
-    {"moves", LPE_P_INT, "3", 1, 1 << 20, 0, "MH steps of each copy per iteration"},
+    {"moves", LPE_P_INT, "3", 1, 1 << 20, 1, "MH steps of each copy per iteration"},
     {"temperature", LPE_P_DOUBLE, "1.0", 1e-6, 1e6, 1,
      "T of the proposals' gradient tilt (the target law is D restricted; a list runs a sweep)"},
     {NULL, 0, NULL, 0, 0, 0, NULL},

@@ -31,6 +31,16 @@
  * and 2 m + 1 for step m. A target's result does not depend on the other targets.
  * Diagnostics: stages, final_beta (1/T when reached), min_ess (over stages, as a fraction of N),
  * acceptance_rate, log10_Z. No per-run standard error (NaN).
+ *
+ * energy = margin (issue 12): the same algorithm with s replaced by the energy e = min(m, 0), m
+ * the margin l_t - max_{v != t} l_v, so pi_beta ∝ p e^{beta min(m, 0)}: splitting with soft levels
+ * (Cérou, Del Moral, Furon & Guyader 2012). e = 0 exactly on the event (m >= 0), so the final
+ * factor e^{-beta e} is 1 there and P_hat = Z_hat x the weighted hit fraction: no score
+ * correction, and as beta grows pi_beta tends to D restricted to the event. The incremental
+ * weights e^{db e} are <= 1. The proposals' tilt is min(beta, tilt_max) on the gradient scores of
+ * s (there are no margin scores): a sharp final law on the margin (1/T of 10 or more) is far
+ * hotter than a useful proposal tilt. Sharp laws also mix poorly (methods.md §10); the
+ * testbed's held-out tuning chose a mild 1/T = 0.5.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -42,10 +52,14 @@
 #include "walkers.h"
 
 static const lpe_param_spec smc_params[] = {
-    {"particles", LPE_P_INT, "256", 2, 1 << 24, 0, "N: particles per target"},
-    {"temperature", LPE_P_DOUBLE, "1.0", 1e-6, 1e6, 1, "T of the final law p e^{s/T}; a list runs a sweep"},
-    {"ess", LPE_P_DOUBLE, "0.5", 0.01, 0.99, 0, "ESS kept at each stage, as a fraction of N"},
-    {"moves", LPE_P_INT, "2", 1, 1 << 20, 0, "MH steps of every particle per stage"},
+    {"particles", LPE_P_INT, "256", 2, 1 << 24, 1, "N: particles per target"},
+    {"temperature", LPE_P_DOUBLE, "1.0", 1e-6, 1e6, 1, "T of the final law p e^{e/T} (e: the energy); a list runs a sweep"},
+    {"ess", LPE_P_DOUBLE, "0.5", 0.01, 0.99, 1, "ESS kept at each stage, as a fraction of N"},
+    {"moves", LPE_P_INT, "2", 1, 1 << 20, 1, "MH steps of every particle per stage"},
+    {"energy", LPE_P_STRING, "score", 1, 0, 1,
+     "score: anneal p e^{beta s} (MHIS's law) | margin: anneal p e^{beta min(m, 0)} (soft levels)"},
+    {"tilt_max", LPE_P_DOUBLE, "1e6", 0, 1e6, 1,
+     "the proposals' tilt is min(beta, tilt_max) (gradient scores of s; default: beta)"},
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 
@@ -54,6 +68,8 @@ typedef struct { /* the section, typed (parsed once at load time) */
     double temperature;
     double ess;
     int moves;
+    int energy;         /* LPE_ENERGY_SCORE or LPE_ENERGY_MARGIN */
+    double tilt_max;
 } smc_opts;
 
 static void smc_parse(void *opts, const lpe_params *p) {
@@ -62,6 +78,11 @@ static void smc_parse(void *opts, const lpe_params *p) {
     o->temperature = lpe_param_double(p, "temperature");
     o->ess = lpe_param_double(p, "ess");
     o->moves = (int)lpe_param_int(p, "moves");
+    o->tilt_max = lpe_param_double(p, "tilt_max");
+    const char *e = lpe_param_str(p, "energy");
+    if (!strcmp(e, "score")) o->energy = LPE_ENERGY_SCORE;
+    else if (!strcmp(e, "margin")) o->energy = LPE_ENERGY_MARGIN;
+    else lpe_params_fail(p, "energy", "energy must be score or margin, not '%s'", e);
 }
 
 typedef struct {
@@ -72,8 +93,8 @@ typedef struct {
 } smc_target;
 
 typedef struct {
-    int N, moves, G;
-    double beta_max, ess;
+    int N, moves, G, energy;
+    double beta_max, ess, tilt_max;
     long long budget;
     uint64_t seed;
     lpe_walkers w;
@@ -81,10 +102,11 @@ typedef struct {
     int *blk;       /* [G] target g's block (rows blk N .. blk N + N - 1) */
     int32_t *src;   /* [n] */
     double *lw;     /* [N] log incremental weights of one target */
+    double *e;      /* [N] energies e(x) of one target's particles */
 } smc_sys;
 
-/* ESS fraction of the incremental weights e^{db s_i}, and log mean of them (shifted by max) */
-static double ess_of(const float *s, int N, double db, double *log_mean) {
+/* ESS fraction of the incremental weights e^{db e_i}, and log mean of them (shifted by max) */
+static double ess_of(const double *s, int N, double db, double *log_mean) {
     double mx = -INFINITY, a = 0, b = 0;
     for (int i = 0; i < N; i++) mx = fmax(mx, db * s[i]);
     for (int i = 0; i < N; i++) {
@@ -95,8 +117,8 @@ static double ess_of(const float *s, int N, double db, double *log_mean) {
     return a * a / (b * N);
 }
 
-/* The next beta for a block of scores s [N]: the largest in (beta, beta_max] with ESS >= ess. */
-static double next_beta(const float *s, int N, double beta, double beta_max, double ess) {
+/* The next beta for a block of energies s [N]: the largest in (beta, beta_max] with ESS >= ess. */
+static double next_beta(const double *s, int N, double beta, double beta_max, double ess) {
     if (ess_of(s, N, beta_max - beta, NULL) >= ess) return beta_max;
     double lo = 0, hi = beta_max - beta; /* ESS(lo) = 1 >= ess > ESS(hi) */
     for (int it = 0; it < 60; it++) {
@@ -109,20 +131,31 @@ static double next_beta(const float *s, int N, double beta, double beta_max, dou
 
 static void group_start(smc_sys *s, const lpe_est_ctx *ctx, int t0) {
     lpe_walkers_start(&s->w, ctx, t0, s->G, s->N, LPE_STREAM_SMC);
+    for (int r = 0; r < s->w.n; r++) s->w.energy[r] = (uint8_t)s->energy;
     for (int g = 0; g < s->G; g++) s->tg[g] = (smc_target){.calls = s->N, .min_ess = 1}, s->blk[g] = g;
     lpe_walkers_eval(&s->w);
 }
 
-/* Target g at the final law: add sum_i W_i h_i e^{log Z - beta s_i} (W: lw normalised by sum,
+/* Target g's energies into s->e [N] */
+static void energies(smc_sys *s, int g) {
+    const lpe_walkers *w = &s->w;
+    const int r0 = s->blk[g] * s->N;
+    for (int i = 0; i < s->N; i++)
+        s->e[i] = lpe_walkers_energy(s->energy, w->score[r0 + i], w->margin[r0 + i]);
+}
+
+/* Target g at the final law: add sum_i W_i h_i e^{log Z - beta e_i} (W: lw normalised by sum,
  * or uniform when lw is NULL) to its running sum. */
 static void record(smc_sys *s, int g, const double *lw, double sum) {
     const lpe_walkers *w = &s->w;
     smc_target *a = &s->tg[g];
     const int N = s->N, r0 = s->blk[g] * N;
     double acc = 0;
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < N; i++) /* margin energy: e = 0 on the event, the factor is Z_hat */
         if (w->hit[r0 + i])
-            acc += (lw ? lw[i] / sum : 1.0 / N) * exp(a->log_Z - a->beta * w->score[r0 + i]);
+            acc += (lw ? lw[i] / sum : 1.0 / N) *
+                   exp(a->log_Z - a->beta * lpe_walkers_energy(s->energy, w->score[r0 + i],
+                                                                w->margin[r0 + i]));
     a->sum += acc, a->n_rec++;
 }
 
@@ -134,7 +167,8 @@ static int target_stage(smc_sys *s, int g, int32_t *src) {
     const int N = s->N, r0 = s->blk[g] * N, annealing = a->beta < s->beta_max;
     for (int i = 0; i < N; i++) src[i] = r0 + i;
     if (annealing) {
-        const float *sc = w->score + r0; /* [N] */
+        energies(s, g);
+        const double *sc = s->e; /* [N] */
         const double nb = next_beta(sc, N, a->beta, s->beta_max, s->ess);
         double log_mean, mx = -INFINITY, sum = 0;
         a->min_ess = fmin(a->min_ess, ess_of(sc, N, nb - a->beta, &log_mean));
@@ -186,7 +220,8 @@ static int stage(smc_sys *s) {
         s->blk[g] = b;
         for (int i = 0; i < N; i++) {
             const int r = b * N + i;
-            w->beta[r] = w->tilt[r] = s->tg[g].beta;
+            w->beta[r] = s->tg[g].beta;
+            w->tilt[r] = fmin(s->tg[g].beta, s->tilt_max);
             w->index[r] = (uint64_t)s->tg[g].stages * N + i;
         }
     }
@@ -225,6 +260,7 @@ static void smc_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     s.beta_max = 1.0 / opt->temperature;
     s.ess = opt->ess;
     s.moves = opt->moves;
+    s.energy = opt->energy, s.tilt_max = opt->tilt_max;
     s.budget = ctx->budget, s.seed = ctx->seed;
     const int Gmax = lpe_walkers_groups(ctx, s.N);
     lpe_walkers_init(&s.w, ctx->be, Gmax * s.N);
@@ -232,6 +268,7 @@ static void smc_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     s.blk = lpe_calloc((size_t)Gmax, sizeof *s.blk);
     s.src = lpe_calloc((size_t)2 * Gmax * s.N, sizeof *s.src); /* [2, n]: per target, layout */
     s.lw = lpe_calloc((size_t)s.N, sizeof *s.lw);
+    s.e = lpe_calloc((size_t)s.N, sizeof *s.e);
     lpe_progress prog;
     lpe_progress_begin(&prog, "smc");
     for (int t0 = 0; t0 < ctx->n_targets; t0 += Gmax) {
@@ -244,7 +281,7 @@ static void smc_run(lpe_est_out *out, const lpe_est_ctx *ctx) {
     }
     lpe_progress_end(&prog);
     lpe_walkers_free(&s.w);
-    free(s.tg), free(s.blk), free(s.src), free(s.lw);
+    free(s.tg), free(s.blk), free(s.src), free(s.lw), free(s.e);
 }
 
 const lpe_estimator lpe_est_smc = {

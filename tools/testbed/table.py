@@ -8,7 +8,7 @@ distributions; methods share the replicate's targets, so that differences betwee
 paired. Also the leave-one-out (cross-validated) fitted loss, docs/methods.md §6's honest number, and the
 share of replicates in which each method's mean beats the next one's.
 
-Usage: table.py RESULTS.h5 ... [--reps 2000] [--seed 1] [--csv OUT.csv]
+Usage: table.py RESULTS.h5 ... [--reps 2000] [--seed 1] [--csv OUT.csv] [--versus itgis,mhis]
          (A.h5+B.h5 joins the runs of one model on the same targets into one table, so that
          methods from different files are compared paired; a method in both is named
          method[B's file stem] for B's run)
@@ -128,6 +128,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--csv")
     ap.add_argument("--tuned", action="store_true", help="temperature-sweep table (see above)")
+    ap.add_argument("--versus", default="",
+                    help="comma-separated methods (e.g. itgis,mhis): also print, for every other "
+                         "method, the difference of its loss from each and the share of paired "
+                         "replicates in which it is lower")
     a = ap.parse_args()
     if a.tuned:
         for path in a.results:
@@ -155,6 +159,12 @@ def main() -> None:
                 for i in range(len(order) - 1)]
         print(f"|  | *{res['label']}: {len(dists)} distributions; paired bootstrap: "
               f"{'; '.join(wins)}* | | | |")
+        for ref in [v for v in a.versus.split(",") if v in methods]:
+            r = methods.index(ref)
+            vs = [f"{methods[j]} {point[j] - point[r]:+.3f} (lower in "
+                  f"{np.mean(boot[:, j] < boot[:, r]):.0%})" for j in order if j != r]
+            print(f"|  | *{res['label']}, paired against {ref} (loss difference, share of "
+                  f"replicates lower): {'; '.join(vs)}* | | | |")
     if a.csv:
         with open(a.csv, "w") as f:
             f.write("model,method,fitted_loss,lo95,hi95,cv_loss\n")
