@@ -132,6 +132,15 @@ static cpu_walk *walk_of(lpe_backend *be, const char *op) {
     return w;
 }
 
+/* the calling OpenMP thread's number (0 without OpenMP): its row of cdf */
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 static void check_n(const cpu_impl *c, const cpu_walk *w, int rows, const char *op) {
     if (rows < 1 || rows > w->n)
         lpe_fail("cpu backend %s: %d rows, %d walker rows are set (backend rows %d)", op, rows,
@@ -185,10 +194,7 @@ static void propose(lpe_backend *be, cpu_walk *w, int n, uint64_t seed, long lon
     cpu_scores_at(be, w->sc, MS, w->pos, LPE_BUF_STATE, n);
 #pragma omp parallel for schedule(static)
     for (int q = 0; q < n; q++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
+        const int tid = thread_id();
         const int j = w->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
         const double *lp = d->log_probs + d->offsets[f];
         const float *sq = w->sc + (size_t)q * MS; /* [nj] */
@@ -211,10 +217,7 @@ static void decide(cpu_walk *w, int n, uint64_t seed, long long st) {
     const int MS = w->MS;
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)n * MS)
     for (int q = 0; q < n; q++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
+        const int tid = thread_id();
         const int j = w->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
         const double *lp = d->log_probs + d->offsets[f], tilt = w->tilt[q];
         const float *sq = w->sc + (size_t)q * MS; /* [nj] */
