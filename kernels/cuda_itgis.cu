@@ -159,8 +159,15 @@ __global__ static void k_moments(lpe_itgis_moments *mom, const double *logw, con
     mom[a] = m;
 }
 
-/* sc_grad[i, :] = sum over the rows of group g of grad[row, j, :] (float64), pair p0 + i =
- * (j = fpos[p / ng], g = p % ng). thread = (i, e) */
+/* pair p of a factor's (position, group) pairs, position-major: position j = fpos[p / ng],
+ * group g = p % ng (target a0 + g); k_pair_sums and k_add_tile must agree on it */
+__device__ static void pair_of(int *j, int *g, const int32_t *fpos, long long p, int ng) {
+    *j = fpos[p / ng];
+    *g = (int)(p % ng);
+}
+
+/* sc_grad[i, :] = sum over the rows of group g of grad[row, j, :] (float64), (j, g) = pair
+ * p0 + i (pair_of). thread = (i, e) */
 __global__ static void k_pair_sums(float *sc_grad, const float *grad, const int32_t *fpos,
                                    long long p0, int np, int ng, int a0, long long r0, int nr,
                                    int Br, int k, int D) {
@@ -168,10 +175,10 @@ __global__ static void k_pair_sums(float *sc_grad, const float *grad, const int3
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
         const int i = (int)(t / D), e = (int)(t % D);
-        const long long p = p0 + i;
-        const int j = fpos[p / ng], a = a0 + (int)(p % ng);
+        int j, g;
+        pair_of(&j, &g, fpos, p0 + i, ng);
         long long lo, hi;
-        group_rows(&lo, &hi, a, Br, r0, nr);
+        group_rows(&lo, &hi, a0 + g, Br, r0, nr);
         double acc = 0;
         for (long long b = lo; b < hi; b++) acc += grad[((size_t)b * k + j) * D + e];
         sc_grad[t] = (float)acc;
@@ -186,8 +193,8 @@ __global__ static void k_add_tile(double *G, const float *prod, const int32_t *f
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < total;
          t += (size_t)gridDim.x * blockDim.x) {
         const int i = (int)(t / nt), u = (int)(t % nt);
-        const long long p = p0 + i;
-        const int j = fpos[p / ng], g = (int)(p % ng);
+        int j, g;
+        pair_of(&j, &g, fpos, p0 + i, ng);
         G[(size_t)(a0 + g) * NSP + pos_off[j] + s0 + u] += prod[(size_t)i * CUDA_SCORE_TILE + u];
     }
 }
