@@ -13,33 +13,45 @@
 #include "lpe/common.h"
 #include "lpe/h5io.h"
 
-static void *read_buf(hid_t type, hid_t space) {
-    hssize_t n = H5Sget_select_npoints(space);
+/* An attribute's or a dataset's contents, read whole: file type, native memory type, space and
+ * buffer. One open and one close for both, so that every handle is checked and freed alike. */
+typedef struct {
+    hid_t ft, mt, sp;
+    void *buf;
+} h5_value;
+
+/* takes ft and sp (from H5Aget_type / H5Dget_type and ..._space); the buffer is zeroed, with
+ * room for one element when the space is empty */
+static h5_value value_open(hid_t ft, hid_t sp, const char *name) {
+    if (ft < 0 || sp < 0) lpe_fail("HDF5: cannot read the type or shape of %s to copy it", name);
+    h5_value v = {.ft = ft, .mt = H5Tget_native_type(ft, H5T_DIR_DEFAULT), .sp = sp};
+    if (v.mt < 0) lpe_fail("HDF5: %s has a type with no native equivalent", name);
+    hssize_t n = H5Sget_select_npoints(sp);
     LPE_ASSERT(n >= 0);
-    return lpe_calloc((size_t)(n ? n : 1), H5Tget_size(type));
+    v.buf = lpe_calloc((size_t)(n ? n : 1), H5Tget_size(v.mt));
+    return v;
 }
 
-static void reclaim(hid_t type, hid_t space, void *buf) {
-    if (H5Tdetect_class(type, H5T_VLEN) > 0 || H5Tis_variable_str(type) > 0)
-        H5Dvlen_reclaim(type, space, H5P_DEFAULT, buf);
-    free(buf);
+static void value_close(h5_value *v) {
+    if (H5Tdetect_class(v->mt, H5T_VLEN) > 0 || H5Tis_variable_str(v->mt) > 0)
+        H5Dvlen_reclaim(v->mt, v->sp, H5P_DEFAULT, v->buf);
+    free(v->buf);
+    H5Sclose(v->sp);
+    H5Tclose(v->mt);
+    H5Tclose(v->ft);
 }
 
 static herr_t copy_attr(hid_t src, const char *name, const H5A_info_t *info, void *dst_p) {
     hid_t dst = *(hid_t *)dst_p;
     hid_t a = H5Aopen(src, name, H5P_DEFAULT);
     if (a < 0) lpe_fail("HDF5: cannot open attribute %s to copy it", name);
-    hid_t ft = H5Aget_type(a), mt = H5Tget_native_type(ft, H5T_DIR_DEFAULT), sp = H5Aget_space(a);
-    void *buf = read_buf(mt, sp);
-    H5_CHECK(H5Aread(a, mt, buf));
-    hid_t b = H5Acreate2(dst, name, ft, sp, H5P_DEFAULT, H5P_DEFAULT);
+    h5_value v = value_open(H5Aget_type(a), H5Aget_space(a), name);
+    H5_CHECK(H5Aread(a, v.mt, v.buf));
+    hid_t b = H5Acreate2(dst, name, v.ft, v.sp, H5P_DEFAULT, H5P_DEFAULT);
     if (b < 0) lpe_fail("HDF5: cannot create attribute %s", name);
-    H5_CHECK(H5Awrite(b, mt, buf));
+    H5_CHECK(H5Awrite(b, v.mt, v.buf));
     H5_CHECK(H5Aclose(b));
-    reclaim(mt, sp, buf);
-    H5Sclose(sp);
-    H5Tclose(mt);
-    H5Tclose(ft);
+    value_close(&v);
     H5Aclose(a);
     return 0;
 }
@@ -56,21 +68,18 @@ static herr_t copy_link(hid_t g, const char *name, const H5L_info_t *info, void 
 }
 
 static void copy_dataset(hid_t d, hid_t dst_loc, const char *dst_name) {
-    hid_t ft = H5Dget_type(d), mt = H5Tget_native_type(ft, H5T_DIR_DEFAULT);
-    hid_t sp = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
-    void *buf = read_buf(mt, sp);
-    hssize_t n = H5Sget_select_npoints(sp);
-    if (n > 0) H5_CHECK(H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
-    hid_t e = H5Dcreate2(dst_loc, dst_name, ft, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    h5_value v = value_open(H5Dget_type(d), H5Dget_space(d), dst_name);
+    hid_t dcpl = H5Dget_create_plist(d);
+    if (dcpl < 0) lpe_fail("HDF5: cannot read the creation properties of %s to copy it", dst_name);
+    const hssize_t n = H5Sget_select_npoints(v.sp);
+    if (n > 0) H5_CHECK(H5Dread(d, v.mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.buf));
+    hid_t e = H5Dcreate2(dst_loc, dst_name, v.ft, v.sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (e < 0) lpe_fail("HDF5: cannot create dataset %s", dst_name);
-    if (n > 0) H5_CHECK(H5Dwrite(e, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+    if (n > 0) H5_CHECK(H5Dwrite(e, v.mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.buf));
     copy_attrs(d, e);
     H5_CHECK(H5Dclose(e));
-    reclaim(mt, sp, buf);
     H5Pclose(dcpl);
-    H5Sclose(sp);
-    H5Tclose(mt);
-    H5Tclose(ft);
+    value_close(&v);
 }
 
 static void copy_object(hid_t src_loc, const char *src_name, hid_t dst_loc, const char *dst_name) {
