@@ -154,7 +154,11 @@ static void join_dataset(hid_t dst_run, const char *run, const char *rel, const 
         hid_t d = H5Dopen2(p[i].g, path, H5P_DEFAULT);
         if (d < 0) lpe_fail_input("%s: dataset %s missing in this shard", p[i].sf->path, path);
         hid_t sp = H5Dget_space(d);
-        hsize_t di[8], mi[8];
+        hsize_t di[8], mi[8]; /* [rank]: ranks above 8 are refused before they are read */
+        const int nd = H5Sget_simple_extent_ndims(sp);
+        if (nd < 1 || nd > 8)
+            lpe_fail_input("%s: %s: unexpected shape (rank %d; shards of different experiments?)",
+                           p[i].sf->path, path, nd);
         int r = H5Sget_simple_extent_dims(sp, di, mi);
         if (i == 0) {
             d0 = d;
@@ -270,6 +274,10 @@ static int gather_parts(part *p, const shard_file *sf, int ns, const char *dist)
         p[i].ts = (int)lpe_h5_get_attr_int(p[i].g, sf[i].path, "n_targets");
     }
     int T = (int)lpe_h5_get_attr_int(p[0].g, sf[0].path, "shard_total");
+    for (int i = 0; i < ns; i++) /* the checks below assume blocks inside [0, T) */
+        if (p[i].first < 0 || p[i].ts < 0 || p[i].first > T - p[i].ts)
+            lpe_fail_input("%s: /%s holds targets [%d, %d), not inside the %d of the experiment",
+                           p[i].sf->path, dist, p[i].first, p[i].first + p[i].ts, T);
     qsort(p, (size_t)ns, sizeof *p, cmp_part);
     int next = 0;
     const part *prev = NULL;

@@ -167,6 +167,26 @@ def test_merge_refuses_mixed_experiments(exp, tmp_path):
     refused(out, [p3[0], p3[1], t2], ["different experiments", "shard_fingerprint"])
 
 
+def test_merge_refuses_malformed_shards(exp, tmp_path):
+    """a block outside [0, shard_total) (the overlap check dereferenced no previous shard) and a
+    dataset of rank above 8 (read into 8-entry arrays): exit 2 naming the file, not a crash"""
+    d, ini, _ = exp
+    p3 = shards(d, ini, 3)
+    out = tmp_path / "m.h5"
+    neg = tmp_path / "neg.h5"
+    neg.write_bytes(p3[0].read_bytes())
+    with h5py.File(neg, "r+") as f:
+        f["a"].attrs["shard_first"] = -1
+    refused(out, [neg, p3[1], p3[2]], [str(neg), "holds targets [-1,"])
+    deep = tmp_path / "deep.h5"
+    deep.write_bytes(p3[1].read_bytes())
+    with h5py.File(deep, "r+") as f:
+        ts = f["a"].attrs["n_targets"]
+        del f["a/naive/estimate"]
+        f["a/naive"].create_dataset("estimate", data=np.zeros((ts,) + (1,) * 9))
+    refused(out, [p3[0], deep, p3[2]], [str(deep), "rank 10"])
+
+
 def test_merge_never_overwrites(exp, tmp_path):
     d, ini, ref = exp
     parts = shards(d, ini, 3)
