@@ -106,6 +106,40 @@ static void runs(double *mean, double *sd, space *sp, const char *name, const in
     }
 }
 
+/* The two budgets of one method: R1 runs at budget 2^14 with params kv1, R2 at 2^16 with kv2
+ * (4 times the particles). Checks, for every target, that the mean lies within 4 standard errors
+ * of the exact P (at N = 64 only for P >= p64, as SMC needs: see main), and that the mean
+ * absolute relative error, summed over the targets with P >= pspread, shrinks to at most 0.75
+ * of the smaller budget's. label names the method in the output.
+ * Runs: many at N = 64, where one run is cheap and the estimates heavy-tailed (a collapsed
+ * genealogy gives mostly low values and rare high ones: 16 runs put the mean 4-9 standard
+ * errors low on some builds, 400 runs within 1.2 of the truth), fewer at N = 256. */
+enum { R1 = 128, R2 = 32 };
+static void compare_budgets(space *sp, const char *label, const char *name, const int32_t *tg,
+                            int T, const char **kv1, const char **kv2, int nkv, double p64,
+                            double pspread) {
+    double m1[4], sd1[4], m2[4], sd2[4], e1[8];
+    runs(m1, sd1, sp, name, tg, T, R1, 1 << 14, kv1, nkv);
+    memcpy(e1, mare_, sizeof e1);
+    runs(m2, sd2, sp, name, tg, T, R2, 1 << 16, kv2, nkv);
+    double r1 = 0, r2 = 0;
+    for (int t = 0; t < T; t++) {
+        const double P = sp->P[tg[t]], se1 = sd1[t] / sqrt(R1), se2 = sd2[t] / sqrt(R2);
+        printf("%s target %d: exact %.4g | N=64: mean %.4g (%.1f se), rel sd %.3f | N=256: mean "
+               "%.4g (%.1f se), rel sd %.3f\n",
+               label, tg[t], P, m1[t], (m1[t] - P) / se1, sd1[t] / P, m2[t], (m2[t] - P) / se2,
+               sd2[t] / P);
+        if (P >= p64)
+            CHECK(se1 > 0 && fabs(m1[t] - P) <= 4 * se1, "%s N=64 target %d: %.4g vs %.4g (se %.3g)",
+                  label, tg[t], m1[t], P, se1);
+        CHECK(se2 > 0 && fabs(m2[t] - P) <= 4 * se2, "%s N=256 target %d: %.4g vs %.4g (se %.3g)",
+              label, tg[t], m2[t], P, se2);
+        if (P >= pspread) r1 += e1[t], r2 += mare_[t];
+    }
+    CHECK(r2 <= 0.75 * r1, "%s error did not shrink with the budget: %.3f then %.3f (summed)", label,
+          r1, r2);
+}
+
 int main(void) {
     lpe_h5_quiet();
     space sp;
@@ -122,58 +156,24 @@ int main(void) {
         if (pick >= 0) tg[T++] = pick;
     }
     CHECK(T == 4, "need a target in each decade 1e-2..1e-5, found %d", T);
-    /* runs: many at N = 64, where one run is cheap and the estimates heavy-tailed (a collapsed
-     * genealogy gives mostly low values and rare high ones: 16 runs put the mean 4-9 standard
-     * errors low on some builds, 400 runs within 1.2 of the truth), fewer at N = 256 */
-    const int R1 = 128, R2 = 32;
-    double m1[4], sd1[4], m2[4], sd2[4], e1[8];
+    /* splitting (R1 runs at N = 64, R2 at N = 256: see compare_budgets) */
     const char *kv1[] = {"particles=64", "kill=0.1", "moves=3"};
     const char *kv2[] = {"particles=256", "kill=0.1", "moves=3"};
-    runs(m1, sd1, &sp, "ams", tg, T, R1, 1 << 14, kv1, 3);
-    memcpy(e1, mare_, sizeof e1);
-    runs(m2, sd2, &sp, "ams", tg, T, R2, 1 << 16, kv2, 3);
-    double r1 = 0, r2 = 0;
-    for (int t = 0; t < T; t++) {
-        const double P = sp.P[tg[t]], se1 = sd1[t] / sqrt(R1), se2 = sd2[t] / sqrt(R2);
-        printf("ams target %d: exact %.4g | N=64: mean %.4g (%.1f se), rel sd %.3f | N=256: mean "
-               "%.4g (%.1f se), rel sd %.3f\n",
-               tg[t], P, m1[t], (m1[t] - P) / se1, sd1[t] / P, m2[t], (m2[t] - P) / se2, sd2[t] / P);
-        CHECK(se1 > 0 && fabs(m1[t] - P) <= 4 * se1, "ams N=64 target %d: %.4g vs %.4g (se %.3g)",
-              tg[t], m1[t], P, se1);
-        CHECK(se2 > 0 && fabs(m2[t] - P) <= 4 * se2, "ams N=256 target %d: %.4g vs %.4g (se %.3g)",
-              tg[t], m2[t], P, se2);
-        r1 += e1[t], r2 += mare_[t];
-    }
-    CHECK(r2 <= 0.75 * r1, "ams error did not shrink with the budget: %.3f then %.3f", r1 / T, r2 / T);
+    compare_budgets(&sp, "ams", "ams", tg, T, kv1, kv2, 3, 0, 0);
 
     /* tempered SMC to T = 0.1 (a sharp tilt: this small model's logits spread over ~1): the same checks */
     const char *sv1[] = {"particles=64", "ess=0.5", "moves=2", "temperature=0.1"};
     const char *sv2[] = {"particles=256", "ess=0.5", "moves=2", "temperature=0.1"};
-    runs(m1, sd1, &sp, "smc", tg, T, R1, 1 << 14, sv1, 4);
-    memcpy(e1, mare_, sizeof e1);
-    runs(m2, sd2, &sp, "smc", tg, T, R2, 1 << 16, sv2, 4);
     /* SMC's tilt follows the target logit, not the margin, so for the rarest targets 64
      * particles reach the region that carries P only in rare runs: the estimate is unbiased but
      * heavy-tailed, and 128 runs see its bulk only. Unbiasedness is checked at N = 256 for every
      * target and at N = 64 down to 1e-4; the spread, on the targets >= 1e-3. */
-    r1 = r2 = 0;
-    for (int t = 0; t < T; t++) {
-        const double P = sp.P[tg[t]], se1 = sd1[t] / sqrt(R1), se2 = sd2[t] / sqrt(R2);
-        printf("smc target %d: exact %.4g | N=64: mean %.4g (%.1f se), rel sd %.3f | N=256: mean "
-               "%.4g (%.1f se), rel sd %.3f\n",
-               tg[t], P, m1[t], (m1[t] - P) / se1, sd1[t] / P, m2[t], (m2[t] - P) / se2, sd2[t] / P);
-        if (P >= 1e-4)
-            CHECK(se1 > 0 && fabs(m1[t] - P) <= 4 * se1, "smc N=64 target %d: %.4g vs %.4g (se %.3g)",
-                  tg[t], m1[t], P, se1);
-        CHECK(se2 > 0 && fabs(m2[t] - P) <= 4 * se2, "smc N=256 target %d: %.4g vs %.4g (se %.3g)",
-              tg[t], m2[t], P, se2);
-        if (P >= 1e-3) r1 += e1[t], r2 += mare_[t];
-    }
-    CHECK(r2 <= 0.75 * r1, "smc error did not shrink with the budget: %.3f then %.3f", r1, r2);
+    compare_budgets(&sp, "smc", "smc", tg, T, sv1, sv2, 4, 1e-4, 1e-3);
 
     /* a final law reached early (T = 1): the rest of the budget samples it; the two commonest
      * targets, where 64 particles suffice */
     const char *sv3[] = {"particles=64", "ess=0.5", "moves=2", "temperature=1.0"};
+    double m1[4], sd1[4];
     runs(m1, sd1, &sp, "smc", tg, 2, R2, 1 << 13, sv3, 4);
     for (int t = 0; t < 2; t++) {
         const double P = sp.P[tg[t]], se1 = sd1[t] / sqrt(R2);
@@ -197,22 +197,7 @@ int main(void) {
      * still moves). */
     const char *mv1[] = {"particles=64", "ess=0.5", "moves=2", "temperature=1.0", "energy=margin", "tilt_max=0.5"};
     const char *mv2[] = {"particles=256", "ess=0.5", "moves=2", "temperature=1.0", "energy=margin", "tilt_max=0.5"};
-    runs(m1, sd1, &sp, "smc", tg, T, R1, 1 << 14, mv1, 6);
-    memcpy(e1, mare_, sizeof e1);
-    runs(m2, sd2, &sp, "smc", tg, T, R2, 1 << 16, mv2, 6);
-    r1 = r2 = 0;
-    for (int t = 0; t < T; t++) {
-        const double P = sp.P[tg[t]], se1 = sd1[t] / sqrt(R1), se2 = sd2[t] / sqrt(R2);
-        printf("smc margin target %d: exact %.4g | N=64: mean %.4g (%.1f se), rel sd %.3f | N=256: "
-               "mean %.4g (%.1f se), rel sd %.3f\n",
-               tg[t], P, m1[t], (m1[t] - P) / se1, sd1[t] / P, m2[t], (m2[t] - P) / se2, sd2[t] / P);
-        CHECK(se1 > 0 && fabs(m1[t] - P) <= 4 * se1, "smc margin N=64 target %d: %.4g vs %.4g (se %.3g)",
-              tg[t], m1[t], P, se1);
-        CHECK(se2 > 0 && fabs(m2[t] - P) <= 4 * se2, "smc margin N=256 target %d: %.4g vs %.4g (se %.3g)",
-              tg[t], m2[t], P, se2);
-        r1 += e1[t], r2 += mare_[t];
-    }
-    CHECK(r2 <= 0.75 * r1, "smc margin error did not shrink with the budget: %.3f then %.3f", r1, r2);
+    compare_budgets(&sp, "smc margin", "smc", tg, T, mv1, mv2, 6, 0, 0);
     space_free(&sp);
     return check_summary("test_splitting");
 }
