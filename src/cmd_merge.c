@@ -20,7 +20,7 @@ static const char *usage_text =
 
 int lpe_cmd_merge(int argc, char **argv) {
     const char *out = NULL;
-    const char **in = calloc((size_t)argc + 1, sizeof *in);
+    const char **in = lpe_calloc((size_t)argc + 1, sizeof *in);
     int n_in = 0, force = 0;
     for (int a = 1; a < argc; a++) {
         const char *s = argv[a];
