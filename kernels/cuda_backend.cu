@@ -63,6 +63,7 @@ static int batch_table(lpe_slot *t, cuda_impl *c) {
     ADD(c->grad, g * Nm * D);
     ADD(c->d_resid_mid, g * Nm * D);
     ADD(c->d_ln_out, g * Nm * D);
+    ADD(c->seed_p, g * (Bm < CUDA_SEED_ROWS ? Bm : CUDA_SEED_ROWS) * c->V);
     ADD(c->d_mlp_act, g * Grows * F);
     ADD(c->d_qkv, g * Nm * c->Q3);
     ADD(c->d_attn_out, g * Nm * c->HD);

@@ -4,7 +4,10 @@
  * Dimension legend: see cuda_internal.cuh (B rows, k positions, N = B*k, D, HD, Q3, F, V).
  *
  * Only input gradients: every step is one product of an activation gradient with a transposed
- * weight. ds/d lnf = W_U[:, t]. The last block's gradient reaches the other positions only
+ * weight. ds/d lnf = W_U[:, t]; for the log-probability (grad_of = LPE_GRAD_LOGPROB, backend.h)
+ *   d(l_t - logsumexp_v l_v)/d lnf = W_U[:, t] - sum_v p_v W_U[:, v],   p = softmax(l),
+ * the sum one product of the rows' -p (k_neg_softmax, chunks of CUDA_SEED_ROWS) with W_U^T, as
+ * src/cpu/backward.c's logprob_seed. The last block's gradient reaches the other positions only
  * through K and V; the residual carries it to the last row only. The running dX lives in the
  * gradient buffer itself.
  */
@@ -36,13 +39,55 @@ static void block_full_bwd(cuda_impl *c, int l, int B) {
                 w->ln1_w, N, D);
 }
 
+#define SM_THREADS 256
+
+/* p [nr, V] = -softmax(logits [nr, V]) per row: one block per row; max in float, the normaliser
+ * in float64 (backend.h's numerics), as the CPU's */
+__global__ static void k_neg_softmax(float *p, const float *logits, int V) {
+    __shared__ float s_m[SM_THREADS];
+    __shared__ double s_z[SM_THREADS];
+    const int b = blockIdx.x, tid = threadIdx.x;
+    const float *lg = logits + (size_t)b * V; /* [V] */
+    float mx = -INFINITY;
+    for (int v = tid; v < V; v += SM_THREADS) mx = fmaxf(mx, lg[v]);
+    s_m[tid] = mx;
+    __syncthreads();
+    for (int s = SM_THREADS / 2; s > 0; s >>= 1) {
+        if (tid < s) s_m[tid] = fmaxf(s_m[tid], s_m[tid + s]);
+        __syncthreads();
+    }
+    mx = s_m[0];
+    double z = 0;
+    for (int v = tid; v < V; v += SM_THREADS) z += exp((double)lg[v] - mx);
+    s_z[tid] = z;
+    __syncthreads();
+    for (int s = SM_THREADS / 2; s > 0; s >>= 1) {
+        if (tid < s) s_z[tid] += s_z[tid + s];
+        __syncthreads();
+    }
+    const double Z = s_z[0];
+    for (int v = tid; v < V; v += SM_THREADS) p[(size_t)b * V + v] = (float)(-exp((double)lg[v] - mx) / Z);
+}
+
+/* dact [B, D] -= softmax(logits[b]) . W_U^T */
+static void logprob_seed(cuda_impl *c, float *dact, int B) {
+    const int V = c->V, D = c->D, R = c->Bm < CUDA_SEED_ROWS ? c->Bm : CUDA_SEED_ROWS;
+    for (int r0 = 0; r0 < B; r0 += R) {
+        const int nr = B - r0 < R ? B - r0 : R;
+        k_neg_softmax<<<nr, SM_THREADS>>>(c->seed_p, c->logits + (size_t)r0 * V, V);
+        CU_LAUNCH_CHECK();
+        cuda_gemm(c->blas, dact + (size_t)r0 * D, D, c->seed_p, V, c->w->W_U, V, nr, D, V, 1, 1.0f);
+    }
+}
+
 /* final LN and the last block's MLP: d lnf -> d last_resid_mid [B, D] (in c->d_resid_mid) */
-static void last_top_bwd(cuda_impl *c, const cuda_layer *w, int B) {
+static void last_top_bwd(cuda_impl *c, const cuda_layer *w, int B, int grad_of) {
     cublasHandle_t h = c->blas;
     int D = c->D, F = c->F;
     float *dact = c->d_ln_out;   /* [B, D] */
     float *dxm = c->d_resid_mid; /* [B, D] */
     cuda_gather_cols(dact, c->w->W_U, c->targets, B, D, c->V);
+    if (grad_of == LPE_GRAD_LOGPROB) logprob_seed(c, dact, B);
     cuda_ln_bwd(dxm, D, NULL, 0, dact, D, c->resid_final, D, c->lnf_mean, c->lnf_rstd,
                 c->w->lnf_w, B, D);
     if (c->attn_only) return;
@@ -54,7 +99,7 @@ static void last_top_bwd(cuda_impl *c, const cuda_layer *w, int B) {
 }
 
 /* the last block (pruned) -> dX [N, D] entering it */
-static void block_last_bwd(cuda_impl *c, int B) {
+static void block_last_bwd(cuda_impl *c, int B, int grad_of) {
     int l = c->L - 1;
     const cuda_layer *w = &c->w->layers[l];
     cublasHandle_t h = c->blas;
@@ -64,7 +109,7 @@ static void block_last_bwd(cuda_impl *c, int B) {
     const float *qkv = c->qkv + (size_t)l * Nm * Q3; /* [N, Q3] */
     float *dxm = c->d_resid_mid;                     /* [B, D] */
 
-    last_top_bwd(c, w, B);
+    last_top_bwd(c, w, B, grad_of);
     cuda_gemm(h, c->d_attn_out, HD, dxm, D, w->W_O, D, B, HD, D, 1, 0.0f);
     cuda_attn_bwd_last(c->d_qkv, c->d_att, c->d_attn_out, c->last_att, qkv, B, k, c->H, c->Dh);
     /* through k|v of every position, then through q of the last rows */
@@ -77,8 +122,8 @@ static void block_last_bwd(cuda_impl *c, int B) {
     cuda_rows_add(c->grad + (size_t)(k - 1) * D, k * D, dxm, D, B, D);
 }
 
-void cuda_backward(cuda_impl *c, int B) {
+void cuda_backward(cuda_impl *c, int B, int grad_of) {
     LPE_ASSERT(c->keep);
-    block_last_bwd(c, B);
+    block_last_bwd(c, B, grad_of);
     for (int l = c->L - 2; l >= 0; l--) block_full_bwd(c, l, B);
 }

@@ -99,6 +99,8 @@ typedef struct {
     float *grad;           /* [Bm, k, D] ds/dr0 (LPE_BE_GRAD); the running d resid */
     float *d_resid_mid;    /* [Nm, D] */
     float *d_ln_out;       /* [Nm, D] */
+    float *seed_p;         /* [min(Bm, CUDA_SEED_ROWS), V] -softmax of a chunk of rows (the
+                              log-probability's backward seed, LPE_GRAD_LOGPROB) */
     float *d_mlp_act;      /* [Nm or Bm, F] */
     float *d_qkv;          /* [Nm, Q3] */
     float *d_attn_out;     /* [Nm, HD] */
@@ -132,6 +134,7 @@ typedef struct {
 } cuda_impl;
 
 #define CUDA_SCORE_TILE 2048
+#define CUDA_SEED_ROWS 1024 /* rows per chunk of the log-probability seed (cuda_backward.cu) */
 
 /* cuda_backend.cu */
 size_t cuda_batch_bytes(const lpe_model_config *c, int Bm, int k, int flags);
@@ -142,7 +145,7 @@ void cuda_free_weights(lpe_weights *w);
 
 /* cuda_forward.cu / cuda_backward.cu: the same passes as src/cpu/forward.c, backward.c */
 void cuda_forward(cuda_impl *c, int B, int want_grad);
-void cuda_backward(cuda_impl *c, int B); /* targets already in c->targets */
+void cuda_backward(cuda_impl *c, int B, int grad_of); /* targets already in c->targets */
 
 /* cuda_epilogue.cu: per row of c->logits: argmax (ties: lowest index), max, target logit,
  * margin, finiteness; into c->o_*. with_targets: c->targets holds B targets. */

@@ -168,7 +168,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
     if (out && out->margin) d2h(out->margin, c->o_margin, fb);
     if (out && out->act) d2h(out->act, c->lnf, fb * c->D);
     if (want_grad) {
-        cuda_backward(c, B);
+        cuda_backward(c, B, be->grad_of);
         c->grad_valid = 1;
     }
 }

@@ -451,7 +451,7 @@ static void op_walkers_step(lpe_backend *be, int B, uint64_t seed, long long st)
     cuda_forward(c, B, 1);
     c->B_last = B;
     cuda_epilogue(c, B, 1);
-    cuda_backward(c, B);
+    cuda_backward(c, B, be->grad_of);
     c->grad_valid = 1;
     walk_scores(c, w, c->grad, B);
     k_decide<<<B, THREADS>>>(w->r, c->o_target, c->o_margin, c->o_argmax, c->o_bad, w->log_probs,

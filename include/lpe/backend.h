@@ -60,6 +60,10 @@ typedef struct {
 
 enum { LPE_BUF_BATCH = 0, LPE_BUF_STATE = 1 }; /* which buffer: the batch or the walker state */
 enum { LPE_BE_GRAD = 1, LPE_BE_STATE = 2 };   /* workspace flags: gradients, walker state */
+/* what forward(want_grad) differentiates (lpe_backend.grad_of): the target logit s = l_t (the
+ * paper's score, methods.md §3), or the target's log-probability l_t - logsumexp_v l_v, whose
+ * gradient W_U[:, t] - sum_v softmax_v W_U[:, v] discounts directions that raise every logit */
+enum { LPE_GRAD_LOGIT = 0, LPE_GRAD_LOGPROB = 1 };
 
 typedef struct lpe_backend lpe_backend;
 typedef struct lpe_weights lpe_weights;
@@ -93,6 +97,9 @@ struct lpe_backend {
     int max_batch, k;
     int with_grad;      /* buffers for gradients allocated */
     int with_state;     /* walker-state buffers allocated */
+    int grad_of;        /* LPE_GRAD_LOGIT (0, at creation) or LPE_GRAD_LOGPROB: set by the caller
+                           before forward(want_grad), read by the backward; a caller that sets
+                           it restores LPE_GRAD_LOGIT when done */
     void *impl;
 
     void (*destroy)(lpe_backend *be); /* the workspace only; see lpe_backend_destroy */

@@ -36,7 +36,8 @@ enum {
     LPE_STREAM_TEST = 7,
     LPE_STREAM_DISTGEN = 8, /* random distribution generation */
     LPE_STREAM_AMS = 9,
-    LPE_STREAM_SMC = 10
+    LPE_STREAM_SMC = 10,
+    LPE_STREAM_CE = 11 /* cross-entropy importance sampling (ceis) */
 };
 
 LPE_HD uint32_t lpe_stream(uint32_t purpose, uint32_t slot) {

@@ -5,10 +5,14 @@
  *
  * Only input gradients are needed (never weight gradients), so every step is one product of
  * an activation gradient with a transposed weight. ds/dACT = W_U[:, t] (b_U does not depend on
- * the input). The last block's gradient enters the other positions only through K and V; the
+ * the input); for the log-probability (grad_of = LPE_GRAD_LOGPROB, backend.h)
+ *   d(l_t - logsumexp_v l_v)/dACT = W_U[:, t] - sum_v p_v W_U[:, v],   p = softmax(l),
+ * the sum one product of the rows' -p (chunks of CPU_SEED_ROWS) with W_U^T. The last block's gradient enters the other positions only through K and V; the
  * residual carries it to the last row only. The running dX lives in the gradient buffer itself,
  * so the result needs no copy.
  */
+#include <math.h>
+
 #include "cpu_internal.h"
 #include "lpe/common.h"
 
@@ -37,7 +41,26 @@ static void block_full_bwd(cpu_impl *c, int l, int B) {
 }
 
 /* final LN, the last block (pruned) -> dX [N, D] entering the last block */
-static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B) {
+/* dact [B, D] -= softmax(logits[b]) . W_U^T: the log-probability's correction to W_U[:, t] */
+static void logprob_seed(cpu_impl *c, float *dact, int B) {
+    const int V = c->V, D = c->D, R = c->Bm < CPU_SEED_ROWS ? c->Bm : CPU_SEED_ROWS;
+    for (int r0 = 0; r0 < B; r0 += R) {
+        const int nr = B - r0 < R ? B - r0 : R;
+#pragma omp parallel for schedule(static) CPU_PAR((size_t)nr * V)
+        for (int i = 0; i < nr; i++) {
+            const float *lg = c->logits + (size_t)(r0 + i) * V; /* [V] */
+            float *p = c->seed_p + (size_t)i * V;               /* [V] */
+            float mx = lg[0];
+            for (int v = 1; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+            double Z = 0; /* float64 normaliser (backend.h's numerics) */
+            for (int v = 0; v < V; v++) Z += exp((double)lg[v] - mx);
+            for (int v = 0; v < V; v++) p[v] = (float)(-exp((double)lg[v] - mx) / Z);
+        }
+        cpu_gemm(dact + (size_t)r0 * D, D, c->seed_p, V, c->m->W_U, V, nr, D, V, 1, 1.0f);
+    }
+}
+
+static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B, int grad_of) {
     const lpe_model *m = c->m;
     int l = c->L - 1;
     const lpe_layer *w = &m->layers[l];
@@ -52,6 +75,7 @@ static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B) {
 #pragma omp parallel for schedule(static) CPU_PAR((size_t)B * D)
     for (int b = 0; b < B; b++)
         for (int d = 0; d < D; d++) dact[(size_t)b * D + d] = m->W_U[(size_t)d * V + targets[b]];
+    if (grad_of == LPE_GRAD_LOGPROB) logprob_seed(c, dact, B);
     cpu_ln_bwd(dxm, D, NULL, 0, dact, D, c->resid_final, D, c->lnf_mean, c->lnf_rstd, m->lnf_w, B, D);
     if (!m->cfg.attn_only) {
         cpu_gemm(c->d_mlp_act, F, dxm, D, w->W_out, D, B, F, D, 1, 0.0f);
@@ -74,8 +98,8 @@ static void block_last_bwd(cpu_impl *c, const int32_t *targets, int B) {
     }
 }
 
-void cpu_backward(cpu_impl *c, const int32_t *targets, int B) {
+void cpu_backward(cpu_impl *c, const int32_t *targets, int B, int grad_of) {
     LPE_ASSERT(c->keep);
-    block_last_bwd(c, targets, B);
+    block_last_bwd(c, targets, B, grad_of);
     for (int l = c->L - 2; l >= 0; l--) block_full_bwd(c, l, B);
 }

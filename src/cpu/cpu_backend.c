@@ -60,6 +60,7 @@ static int batch_table(lpe_slot *t, cpu_impl *c, int attn_only) {
     ADD(c->grad, g * Nm * D);
     ADD(c->d_resid_mid, g * Nm * D);
     ADD(c->d_ln_out, g * Nm * D);
+    ADD(c->seed_p, g * (Bm < CPU_SEED_ROWS ? Bm : CPU_SEED_ROWS) * c->V);
     ADD(c->d_mlp_act, g * Grows * F);
     ADD(c->d_qkv, g * Nm * c->Q3);
     ADD(c->d_attn_out, g * Nm * c->HD);
@@ -217,7 +218,7 @@ static void op_forward(lpe_backend *be, lpe_fwd_out *out, const int32_t *targets
                  bad_row);
     if (out && out->act) memcpy(out->act, c->lnf, (size_t)B * c->D * sizeof *out->act);
     if (want_grad) {
-        cpu_backward(c, targets, B);
+        cpu_backward(c, targets, B, be->grad_of);
         c->grad_valid = 1;
     }
 }

@@ -37,6 +37,7 @@ typedef struct {
 /* Support rows of W_E per product in the score operations: large, so that a full-vocabulary
  * support takes few products (each is a parallel region; see CPU_PAR). */
 #define CPU_SCORE_TILE 2048
+#define CPU_SEED_ROWS 256 /* rows per chunk of the log-probability seed (backward.c) */
 
 typedef struct {
     const lpe_model *m;
@@ -76,6 +77,8 @@ typedef struct {
                               backward */
     float *d_resid_mid;    /* [Nm, D] */
     float *d_ln_out;       /* [Nm, D] */
+    float *seed_p;         /* [min(Bm, CPU_SEED_ROWS), V] -softmax of a chunk of rows
+                              (the log-probability's backward seed, LPE_GRAD_LOGPROB) */
     float *d_mlp_act;      /* [Nm or Bm, F] */
     float *d_qkv;          /* [Nm, Q3] */
     float *d_attn_out;     /* [Nm, HD] */
@@ -106,7 +109,7 @@ size_t cpu_batch_bytes(const lpe_model_config *c, int Bm, int k, int flags);
 
 /* forward.c / backward.c */
 void cpu_forward(cpu_impl *c, int B, int want_grad);
-void cpu_backward(cpu_impl *c, const int32_t *targets, int B);
+void cpu_backward(cpu_impl *c, const int32_t *targets, int B, int grad_of);
 
 /* scores.c: the backend's scores_at and scores_sum (backend.h) */
 void cpu_scores_at(lpe_backend *be, float *out, int ld, const int32_t *pos, int which, int B);

@@ -9,7 +9,8 @@
  *             q_j(y) = p_j(y) exp(S_t[j][y] / T_r) / Z_j
  *             x ~ prod_j q_j;   log w(x) = sum_j log Z_j - S_t[j][x_j] / T_r
  *             contribution c = w(x) 1[M(x) = t]
- *             S_t <- beta S_t + (1/B) sum_batch g(x)     (g: gradient scores of l_t, methods.md §3)
+ *             S_t <- beta S_t + (1/B) sum_batch g(x)     (g: gradient scores of l_t, methods.md §3;
+ *                                                          score = logprob: of log softmax_t, §10)
  *   estimate = mean of all n contributions (unbiased for any T); std_error from their variance.
  *
  * All targets advance together: one round draws B samples for every target of a chunk, and the
@@ -34,10 +35,12 @@
 #include "lpe/itgis_moments.h"
 
 static const lpe_param_spec itgis_params[] = {
-    {"batch", LPE_P_INT, "256", 1, 1 << 20, 0, "samples per target per round (score update)"},
+    {"batch", LPE_P_INT, "256", 1, 1 << 20, 1, "samples per target per round (score update)"},
     {"temperature", LPE_P_DOUBLE, "1.0", 1e-6, 1e6, 1, "T; a list runs a sweep"},
-    {"decay", LPE_P_DOUBLE, "0.9", 0, 0.999999, 0, "beta: score table decay per round"},
+    {"decay", LPE_P_DOUBLE, "0.9", 0, 0.999999, 1, "beta: score table decay per round"},
     {"memory_mb", LPE_P_INT, "512", 1, 1 << 20, 0, "bound on the score tables (targets chunked)"},
+    {"score", LPE_P_STRING, "logit", 1, 0, 1,
+     "what the gradient scores differentiate: logit (l_t, the paper's) | logprob (log softmax_t)"},
     {NULL, 0, NULL, 0, 0, 0, NULL},
 };
 
@@ -46,6 +49,7 @@ typedef struct { /* the section, typed (parsed once at load time) */
     double temperature; /* T */
     double decay;       /* beta */
     double memory_mb;
+    int grad_of;        /* score: LPE_GRAD_LOGIT or LPE_GRAD_LOGPROB (backend.h) */
 } itgis_opts;
 
 static void itgis_parse(void *opts, const lpe_params *p) {
@@ -54,6 +58,10 @@ static void itgis_parse(void *opts, const lpe_params *p) {
     o->temperature = lpe_param_double(p, "temperature");
     o->decay = lpe_param_double(p, "decay");
     o->memory_mb = (double)lpe_param_int(p, "memory_mb");
+    const char *sc = lpe_param_str(p, "score");
+    if (!strcmp(sc, "logit")) o->grad_of = LPE_GRAD_LOGIT;
+    else if (!strcmp(sc, "logprob")) o->grad_of = LPE_GRAD_LOGPROB;
+    else lpe_params_fail(p, "score", "score must be logit or logprob, not '%s'", sc);
 }
 
 /* One ITGIS run: options, sizes and the host's small per-call arrays. The score tables, the
@@ -87,6 +95,7 @@ static void itgis_init(itgis_state *s, const lpe_est_ctx *ctx) {
     s->row_t = lpe_calloc((size_t)s->R, sizeof *s->row_t);
     s->mom = lpe_calloc((size_t)s->T, sizeof *s->mom);
     s->be->itgis_tables(s->be, s->TC);
+    s->be->grad_of = opt->grad_of;
 }
 
 /* Rows r0 .. r0 + nr of the round (row a*Br + i) in one backend call, which may span several
@@ -126,6 +135,7 @@ static void itgis_finish(itgis_state *s, lpe_est_out *out, long long rounds) {
         rounds_out[t] = (double)rounds;
     }
     s->be->itgis_tables(s->be, 0);
+    s->be->grad_of = LPE_GRAD_LOGIT;
     free(s->row_t);
     free(s->mom);
 }

@@ -12,6 +12,7 @@ extern const lpe_estimator lpe_est_qld;
 extern const lpe_estimator lpe_est_gld;
 extern const lpe_estimator lpe_est_ams;
 extern const lpe_estimator lpe_est_smc;
+extern const lpe_estimator lpe_est_ceis;
 
 static const lpe_estimator *const table[] = {
     &lpe_est_naive,
@@ -22,6 +23,7 @@ static const lpe_estimator *const table[] = {
     &lpe_est_gld,
     &lpe_est_ams,
     &lpe_est_smc,
+    &lpe_est_ceis,
 };
 #define N_EST (int)(sizeof table / sizeof table[0])
 

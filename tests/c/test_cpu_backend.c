@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "logprob_check.h"
 #include "../../src/cpu/cpu_internal.h"
 #include "lpe/backend.h"
 #include "lpe/common.h"
@@ -426,6 +427,12 @@ int main(void) {
     };
     const char *labels[] = {"2l-gelu", "1l-gelu_new-bU", "3l-relu-dh3", "2l-attn-only", "2l-d128"};
     for (int i = 0; i < 5; i++) test_model(&shapes[i], labels[i]);
+    for (int i = 0; i < 4; i++) { /* the log-probability's gradient (issue 12) */
+        lpe_model m;
+        lpe_model_init_random(&m, &shapes[i], 17);
+        check_logprob_grad("cpu", &m, labels[i]);
+        lpe_model_free(&m);
+    }
     test_tiles();
     test_argmax_hist(); /* qld-dev */
 

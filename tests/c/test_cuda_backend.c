@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "logprob_check.h"
 #include "lpe/backend.h"
 #include "lpe/common.h"
 #include "lpe/dist.h"
@@ -681,6 +682,7 @@ static void test_shape(const shape *s) {
     check_walkers(g, c, &d, B, k, s->label); /* walker operations (issue 10) */
     if (s->truth_n) check_truth(g, c, &d, s->truth_n, s->label);
     check_itgis(g, &m, &d, s->label); /* ITGIS operations (issue 10) */
+    if (V <= 2048) check_logprob_grad("cuda", &m, s->label); /* grad_of = LOGPROB (issue 12) */
     free_res(&rc), free_res(&rg), free_res(&r2);
     lpe_dist_free(&d);
     lpe_backend_destroy(g);
