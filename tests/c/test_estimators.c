@@ -138,6 +138,9 @@ static void test_unbiased(void) {
         const char *kv[2] = {temps[i], "batch=128"};
         check_unbiased(&w, "itgis", targets, T, 24, 1024, kv, 2);
     }
+    /* gradient scores of the log-probability (issue 12): other proposals, the same weights */
+    const char *kv_lp[3] = {"temperature=0.5", "batch=128", "score=logprob"};
+    check_unbiased(&w, "itgis", targets, T, 24, 1024, kv_lp, 3);
     world_free(&w);
 }
 
