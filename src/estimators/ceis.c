@@ -213,21 +213,24 @@ static double ceis_level(ceis_state *s, int a, int Br) {
     return g >= 0 ? 0 : g;
 }
 
+/* row i of the stage is in the elite of level g: margin >= g, or a hit once g = 0 */
+static int ceis_elite(const ceis_state *s, size_t i, int t, double g) {
+    return g == 0 ? s->argmax[i] == t : s->margin[i] >= g;
+}
+
 /* Target a's elite (margin >= g, or the hits when g = 0): q <- alpha qhat + (1 - alpha) q. */
 static void ceis_update(ceis_state *s, int a, int t, int Br, double g) {
     const size_t r0 = (size_t)a * Br;
     double mx = -INFINITY;
     for (int i = 0; i < Br; i++) {
-        const int e = g == 0 ? s->argmax[r0 + i] == t : s->margin[r0 + i] >= g;
-        if (e && s->logw[r0 + i] > mx) mx = s->logw[r0 + i];
+        if (ceis_elite(s, r0 + i, t, g) && s->logw[r0 + i] > mx) mx = s->logw[r0 + i];
     }
     if (mx == -INFINITY) return; /* no elite (no hit at level 0): keep q */
     memset(s->cnt, 0, (size_t)s->NSP * sizeof *s->cnt);
     double tot = 0, tot2 = 0;
     int ne = 0;
     for (int i = 0; i < Br; i++) {
-        const int e = g == 0 ? s->argmax[r0 + i] == t : s->margin[r0 + i] >= g;
-        if (!e) continue;
+        if (!ceis_elite(s, r0 + i, t, g)) continue;
         const double w = exp(s->logw[r0 + i] - mx); /* self-normalised: the scale cancels */
         for (int j = 0; j < s->k; j++) s->cnt[s->pos_off[j] + s->loc[(r0 + i) * s->k + j]] += w;
         tot += w, tot2 += w * w, ne++;
