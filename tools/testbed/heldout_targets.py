@@ -18,7 +18,10 @@ per file), each with `names = FAMILY`, the held-out list and the method sections
 INI fragment of [method ...] sections), output results/testbed/tune/MODEL-FAMILY-TAG.h5.
 
 Usage: heldout_targets.py --model gelu-1l --methods FRAG.ini --tag TAG [--count 16]
-           [--families 4] [--seed 12] [--out-dir experiments/testbed/tune]
+           [--families 4] [--seed 12] [--run-seed 1] [--out-dir experiments/testbed/tune]
+           (--seed draws the held-out targets; --run-seed is the runs' [experiment] seed: one
+           held-out run is noisy by about +-0.05 in fitted loss, so compare settings over
+           several run seeds, one tag per seed)
        heldout_targets.py --table TAG [--model gelu-1l] [--reps 2000]
            (the fitted-loss table over the families of one tag's results, joined, with
            table.py's bootstrap; from results/testbed/tune/, else the committed copies in
@@ -76,7 +79,7 @@ def write_inis(a) -> None:
             f"distributions = {rel('experiments/testbed/dists.h5')}\nnames = {fam}\n"
             f"truth = {rel('experiments/testbed/truth/' + a.model + '/{dist}.h5')}\n"
             f"output = {rel(f'results/testbed/tune/{a.model}-{fam}-{a.tag}.h5')}\n"
-            f"seed = 1\nbackend = auto\nbudget = 2^12\n\n"
+            f"seed = {a.run_seed}\nbackend = auto\nbudget = 2^12\n\n"
             f"[targets]\nlist = {', '.join(map(str, tg))}\n\n{frag}")
         print(ini)
 
@@ -117,6 +120,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=16)
     ap.add_argument("--families", type=int, default=4)
     ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--run-seed", type=int, default=1)
     ap.add_argument("--out-dir", default=str(TB / "tune"))
     ap.add_argument("--table")
     ap.add_argument("--reps", type=int, default=2000)
