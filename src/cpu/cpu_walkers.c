@@ -132,7 +132,9 @@ static cpu_walk *walk_of(lpe_backend *be, const char *op) {
     return w;
 }
 
-/* the calling OpenMP thread's number (0 without OpenMP): its row of cdf */
+/* the calling OpenMP thread's number (0 without OpenMP): its row of cdf. The cdf has NT rows
+ * (omp_get_max_threads() when the distribution came), and the regions that use it ask for at
+ * most NT threads (num_threads), so a thread count raised later cannot index past it. */
 static int thread_id(void) {
 #ifdef _OPENMP
     return omp_get_thread_num();
@@ -192,7 +194,7 @@ static void propose(lpe_backend *be, cpu_walk *w, int n, uint64_t seed, long lon
         w->lphi[q] = lpe_u01_53(r[1], r[2]); /* the proposal's uniform, until scores are in */
     }
     cpu_scores_at(be, w->sc, MS, w->pos, LPE_BUF_STATE, n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(w->NT)
     for (int q = 0; q < n; q++) {
         const int tid = thread_id();
         const int j = w->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);
@@ -215,7 +217,7 @@ static void propose(lpe_backend *be, cpu_walk *w, int n, uint64_t seed, long lon
 static void decide(cpu_walk *w, int n, uint64_t seed, long long st) {
     const lpe_dist *d = w->d;
     const int MS = w->MS;
-#pragma omp parallel for schedule(static) CPU_PAR((size_t)n * MS)
+#pragma omp parallel for schedule(static) num_threads(w->NT) CPU_PAR((size_t)n * MS)
     for (int q = 0; q < n; q++) {
         const int tid = thread_id();
         const int j = w->pos[q], f = d->positions[j], nj = lpe_dist_support(d, j);

@@ -27,6 +27,9 @@
 #include "check.h"
 #include "walkers_composed.h"
 #include "lpe/backend.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "lpe/model.h"
 #include "lpe/philox.h"
 
@@ -217,6 +220,44 @@ static void test_row_independence(space *sp) {
     free(ta);
 }
 
+/* Thread count raised after the walker tables were sized (NT = 1): the chains equal those of the
+ * test space's backend (sized at the default count). The regions that index the per-thread cdf
+ * rows ask for at most NT threads; without that, threads 1..3 would write past the table (a heap
+ * overflow this check sees only if it corrupts a result, a sanitizer always). */
+static void test_threads_raised(space *sp) {
+#ifdef _OPENMP
+    const int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    space one;
+    space_make(&one);
+    lpe_walkers a, b;
+    lpe_walkers_init(&a, one.be, 256);
+    lpe_walkers_init(&b, sp->be, 256);
+    for (int q = 0; q < 256; q++) {
+        a.target[q] = b.target[q] = sp->target;
+        a.beta[q] = b.beta[q] = a.tilt[q] = b.tilt[q] = 1.0;
+        a.stream[q] = b.stream[q] = lpe_stream(LPE_STREAM_TEST, 6);
+        a.index[q] = b.index[q] = (uint64_t)q;
+        memcpy(a.tok + q * sp->k, sp->tok + (size_t)(q * 13 % sp->N) * sp->k, sizeof(int32_t) * sp->k);
+        memcpy(b.tok + q * sp->k, a.tok + q * sp->k, sizeof(int32_t) * sp->k);
+    }
+    lpe_walkers_eval(&a);
+    lpe_walkers_step(&a, 256, 9, 0); /* sizes one's walker tables for 1 thread */
+    omp_set_num_threads(nt < 4 ? 4 : nt);
+    for (int st = 1; st < 20; st++) lpe_walkers_step(&a, 256, 9, st);
+    lpe_walkers_eval(&b);
+    for (int st = 0; st < 20; st++) lpe_walkers_step(&b, 256, 9, st);
+    CHECK(!memcmp(a.tok, b.tok, sizeof(int32_t) * 256 * sp->k),
+          "walker chains differ when the thread count rises after the tables were sized");
+    omp_set_num_threads(nt);
+    lpe_walkers_free(&a);
+    lpe_walkers_free(&b);
+    space_free(&one);
+#else
+    (void)sp;
+#endif
+}
+
 /* gather: the copied rows' state (tokens and gradient) equals a fresh evaluation of the copies */
 static void test_gather(space *sp) {
     lpe_walkers w;
@@ -391,6 +432,7 @@ int main(void) {
     test_margin(&sp);
     test_laws(&sp);
     test_row_independence(&sp);
+    test_threads_raised(&sp);
     test_gather(&sp);
     test_fused(&sp, 48, 400);
     test_fused(&sp, 4096, 12);
