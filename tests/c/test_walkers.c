@@ -192,18 +192,24 @@ static void test_laws(space *sp) {
 }
 
 /* a row's chain depends on its key only: rows reversed give each row the same states */
+/* Row r of w becomes walker q: the space's target at beta = tilt = 1, Philox stream
+ * (LPE_STREAM_TEST, id) at index q, starting from input (q * stride) mod N of the space */
+static void walker_row(lpe_walkers *w, int r, const space *sp, int q, uint32_t id, int stride) {
+    w->target[r] = sp->target;
+    w->beta[r] = w->tilt[r] = 1.0;
+    w->stream[r] = lpe_stream(LPE_STREAM_TEST, id);
+    w->index[r] = (uint64_t)q;
+    memcpy(w->tok + (size_t)r * sp->k, sp->tok + (size_t)(q * stride % sp->N) * sp->k,
+           sizeof(int32_t) * sp->k);
+}
+
 static void test_row_independence(space *sp) {
     lpe_walkers a, b;
     lpe_walkers_init(&a, sp->be, 8);
     lpe_walkers_init(&b, sp->be, 8);
     for (int q = 0; q < 8; q++) {
-        int r = 7 - q;
-        a.target[q] = b.target[r] = sp->target;
-        a.beta[q] = b.beta[r] = a.tilt[q] = b.tilt[r] = 1.0;
-        a.stream[q] = b.stream[r] = lpe_stream(LPE_STREAM_TEST, 5);
-        a.index[q] = b.index[r] = (uint64_t)q;
-        memcpy(a.tok + q * sp->k, sp->tok + (size_t)(q * 17 % sp->N) * sp->k, sizeof(int32_t) * sp->k);
-        memcpy(b.tok + r * sp->k, a.tok + q * sp->k, sizeof(int32_t) * sp->k);
+        walker_row(&a, q, sp, q, 5, 17);
+        walker_row(&b, 7 - q, sp, q, 5, 17);
     }
     lpe_walkers_eval(&a);
     int32_t *ta = malloc(sizeof(int32_t) * 8 * sp->k);
@@ -234,12 +240,8 @@ static void test_threads_raised(space *sp) {
     lpe_walkers_init(&a, one.be, 256);
     lpe_walkers_init(&b, sp->be, 256);
     for (int q = 0; q < 256; q++) {
-        a.target[q] = b.target[q] = sp->target;
-        a.beta[q] = b.beta[q] = a.tilt[q] = b.tilt[q] = 1.0;
-        a.stream[q] = b.stream[q] = lpe_stream(LPE_STREAM_TEST, 6);
-        a.index[q] = b.index[q] = (uint64_t)q;
-        memcpy(a.tok + q * sp->k, sp->tok + (size_t)(q * 13 % sp->N) * sp->k, sizeof(int32_t) * sp->k);
-        memcpy(b.tok + q * sp->k, a.tok + q * sp->k, sizeof(int32_t) * sp->k);
+        walker_row(&a, q, sp, q, 6, 13);
+        walker_row(&b, q, sp, q, 6, 13);
     }
     lpe_walkers_eval(&a);
     lpe_walkers_step(&a, 256, 9, 0); /* sizes one's walker tables for 1 thread */

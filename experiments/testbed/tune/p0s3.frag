@@ -1,5 +1,0 @@
-[method itgis]
-temperature = 0.3
-score = logprob
-decay = 0.9
-batch = 64
